@@ -1,0 +1,61 @@
+package crypto
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Callers test for them with errors.Is.
+var (
+	// ErrDecrypt reports that a message failed to authenticate or decrypt.
+	// It deliberately says nothing more, so that it forms no oracle.
+	ErrDecrypt = errors.New("crypto: message failed to decrypt")
+	// ErrDuplicateMessage reports a message that was already decrypted once
+	// (a replay). Applications may drop it quietly.
+	ErrDuplicateMessage = errors.New("crypto: duplicate message")
+	// ErrTooManySkipped reports a message whose counter is further ahead
+	// than the skipped-key bounds allow.
+	ErrTooManySkipped = errors.New("crypto: too many skipped messages")
+	// ErrInvalidKey reports a malformed public key, a point of small order
+	// or an all-zero Diffie-Hellman result.
+	ErrInvalidKey = errors.New("crypto: invalid key")
+	// ErrBadSignature reports a signature that does not verify.
+	ErrBadSignature = errors.New("crypto: bad signature")
+	// ErrMalformed reports bytes that are not a valid encoding of the
+	// expected structure (truncated, trailing data, bad lengths, unknown
+	// version).
+	ErrMalformed = errors.New("crypto: malformed encoding")
+	// ErrStaleDeviceList reports a device list whose version does not grow.
+	ErrStaleDeviceList = errors.New("crypto: device list version does not grow")
+	// ErrCertificateExpired reports a sender certificate past its expiry.
+	ErrCertificateExpired = errors.New("crypto: sender certificate expired")
+	// ErrUntrustedCertificate reports a sender certificate not signed by a
+	// trusted root.
+	ErrUntrustedCertificate = errors.New("crypto: sender certificate not signed by a trusted root")
+)
+
+// AccountMismatchError reports an account key, device list or certificate
+// that belongs to another account than the one asked for: the self-
+// certifying check of account IDs failed.
+type AccountMismatchError struct {
+	Want, Got AccountID
+}
+
+func (e *AccountMismatchError) Error() string {
+	return fmt.Sprintf("crypto: account key belongs to %s, not %s", e.Got, e.Want)
+}
+
+// UntrustedIdentityError reports a peer whose identity key differs from
+// the one the session or device list trusts.
+type UntrustedIdentityError struct {
+	Address Address
+}
+
+func (e *UntrustedIdentityError) Error() string {
+	return fmt.Sprintf("crypto: untrusted identity key for %s", e.Address)
+}
+
+// malformed wraps ErrMalformed with the name of what failed to parse.
+func malformed(what string) error {
+	return fmt.Errorf("crypto: %s: %w", what, ErrMalformed)
+}
