@@ -1,0 +1,150 @@
+package jetstream
+
+import (
+	"context"
+	"flag"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	latencyFor = flag.Duration("js.latency", 5*time.Second, "how long the fixed-rate latency run publishes")
+	rate       = flag.Int("js.rate", 2000, "messages per second in the latency run")
+)
+
+const (
+	devices  = 1000
+	msgSize  = 256
+	subConns = 4
+)
+
+func start(tb testing.TB, syncAlways bool) *Env {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, err := Start(ctx, Config{Dir: tb.TempDir(), SyncAlways: syncAlways, Devices: devices, SubConns: subConns})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(e.Close)
+	return e
+}
+
+var modes = []struct {
+	name       string
+	syncAlways bool
+}{{"default", false}, {"syncalways", true}}
+
+// TestDeliver checks that every published message reaches its consumer and is acknowledged.
+func TestDeliver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server with 1000 consumers")
+	}
+	e := start(t, false)
+	var mu sync.Mutex
+	seen := map[byte]int{}
+	e.SetHandler(func(p []byte) {
+		mu.Lock()
+		seen[p[8]]++
+		mu.Unlock()
+	})
+	p := make([]byte, msgSize)
+	const n = 3000
+	for i := range n {
+		p[8] = byte(i % 3)
+		if err := e.Publish(i, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.WaitPublished(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.WaitAcked(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if seen[0] != n/3 || seen[1] != n/3 || seen[2] != n/3 {
+		t.Fatalf("deliveries %v", seen)
+	}
+}
+
+// BenchmarkJetStream measures end-to-end throughput (publish with ack → consumer → ack; b.N
+// messages spread round-robin over 1,000 device subjects; reported as msgs/s) and the
+// publish-to-delivery latency at a fixed rate (p50/p99 in µs).
+func BenchmarkJetStream(b *testing.B) {
+	for _, m := range modes {
+		b.Run("throughput/"+m.name, func(b *testing.B) {
+			e := start(b, m.syncAlways)
+			p := make([]byte, msgSize)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			b.ResetTimer()
+			t0 := time.Now()
+			for i := range b.N {
+				if err := e.Publish(i, p); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := e.WaitPublished(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if err := e.WaitAcked(ctx, int64(b.N)); err != nil {
+				b.Fatal(err)
+			}
+			el := time.Since(t0)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/el.Seconds(), "msgs/s")
+		})
+	}
+	for _, m := range modes {
+		b.Run("latency/"+m.name, func(b *testing.B) {
+			e := start(b, m.syncAlways)
+			total := int(latencyFor.Seconds() * float64(*rate))
+			lat := make([]time.Duration, 0, total)
+			var mu sync.Mutex
+			e.SetHandler(func(p []byte) {
+				d := Since(p)
+				mu.Lock()
+				lat = append(lat, d)
+				mu.Unlock()
+			})
+			interval := time.Second / time.Duration(*rate)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			b.ResetTimer()
+			for range b.N {
+				mu.Lock()
+				lat = lat[:0]
+				mu.Unlock()
+				base := e.Acked()
+				t0 := time.Now()
+				for i := range total {
+					if d := time.Until(t0.Add(time.Duration(i) * interval)); d > 0 {
+						time.Sleep(d)
+					}
+					p := make([]byte, msgSize)
+					Stamp(p, time.Now())
+					if err := e.Publish(i, p); err != nil {
+						b.Fatal(err)
+					}
+				}
+				sent := time.Since(t0)
+				if err := e.WaitPublished(ctx); err != nil {
+					b.Fatal(err)
+				}
+				if err := e.WaitAcked(ctx, base+int64(total)); err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(total)/sent.Seconds(), "sent/s")
+			}
+			b.StopTimer()
+			mu.Lock()
+			SortDurations(lat)
+			b.ReportMetric(float64(Percentile(lat, 0.50).Nanoseconds())/1e3, "p50-µs")
+			b.ReportMetric(float64(Percentile(lat, 0.99).Nanoseconds())/1e3, "p99-µs")
+			mu.Unlock()
+		})
+	}
+}
