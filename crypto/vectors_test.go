@@ -40,6 +40,7 @@ type vectorFile struct {
 // vectorFiles lists every generator. Each area of the protocol adds its own.
 var vectorFiles = []vectorFile{
 	{"identity.txt", 1, genIdentityVectors},
+	{"padding.txt", 101, genPaddingVectors},
 }
 
 // vectorWriter accumulates a vector file.
