@@ -59,3 +59,21 @@ func (e *UntrustedIdentityError) Error() string {
 func malformed(what string) error {
 	return fmt.Errorf("crypto: %s: %w", what, ErrMalformed)
 }
+
+// Errors of sealed sender, sender keys, safety numbers and the store key.
+var (
+	// ErrSenderMismatch reports a sealed envelope whose sender certificate
+	// names another identity key than the one that authenticated the
+	// envelope: the certificate was lifted from someone else's message.
+	ErrSenderMismatch = errors.New("crypto: sender certificate does not match the envelope's sender")
+	// ErrNoSenderKey reports a group message for a sender key ID that the
+	// receiver never got a distribution message for (or has dropped).
+	ErrNoSenderKey = errors.New("crypto: no sender key for this message")
+	// ErrSafetyNumberMismatch reports a scanned safety-number payload that
+	// does not match the two account keys: the keys differ from the ones the
+	// other person holds.
+	ErrSafetyNumberMismatch = errors.New("crypto: safety numbers do not match")
+	// ErrWrongPassphrase reports a wrapped store key that the passphrase
+	// does not unlock.
+	ErrWrongPassphrase = errors.New("crypto: wrong passphrase for the store key")
+)

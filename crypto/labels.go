@@ -15,3 +15,20 @@ const (
 	labelSenderCert   = "sender certificate"
 	labelLogin        = "login"
 )
+
+// Labels of sealed sender, multi-recipient messages, sender keys, safety
+// numbers and the store key (PROTOCOL.md §2.4, §5-§10). KDF info strings
+// carry the "sotto/v1 " prefix themselves; signature labels get it from
+// signWithLabel.
+const (
+	labelSealedEphemeral = "sotto/v1 sealed sender ephemeral"
+	labelSealedStatic    = "sotto/v1 sealed sender static"
+	labelMultiEphemeral  = "sotto/v1 multi-recipient ephemeral"
+	labelMultiBody       = "sotto/v1 multi-recipient body"
+	labelMultiKey        = "sotto/v1 multi-recipient key"
+	labelMultiAuth       = "sotto/v1 multi-recipient auth"
+	labelGroupKeys       = "sotto/v1 group message keys"
+	labelGroupMessage    = "group message" // signature label
+	labelSafetyNumber    = "sotto/v1 safety number"
+	labelStoreValueKey   = "sotto/v1 store value key"
+)
