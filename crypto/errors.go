@@ -32,6 +32,15 @@ var (
 	// ErrUntrustedCertificate reports a sender certificate not signed by a
 	// trusted root.
 	ErrUntrustedCertificate = errors.New("crypto: sender certificate not signed by a trusted root")
+	// ErrUnknownPreKey reports a prekey ID that the responder does not hold
+	// (never issued, or a one-time prekey already consumed and deleted).
+	// [PreKeyLookup] implementations return it, wrapped or not.
+	ErrUnknownPreKey = errors.New("crypto: unknown prekey")
+	// ErrNewSession reports a prekey message given to [Session.Decrypt]
+	// that starts a different session than the one held: the peer set up a
+	// new session (for example after reinstalling). The caller passes the
+	// message to [AcceptSession] instead.
+	ErrNewSession = errors.New("crypto: prekey message starts a new session")
 )
 
 // AccountMismatchError reports an account key, device list or certificate

@@ -14,6 +14,13 @@ const (
 	labelKEMPreKey    = "kem prekey"
 	labelSenderCert   = "sender certificate"
 	labelLogin        = "login"
+
+	// KDF info strings of PQXDH and the Double Ratchet (PROTOCOL.md §3, §4).
+	// labelPQXDH follows the PQXDH specification's form
+	// info_curve_hash_pqkem.
+	labelPQXDH          = "Sotto-v1_CURVE25519_SHA-256_ML-KEM-768"
+	labelRatchetRoot    = "sotto/v1 ratchet root"
+	labelRatchetMessage = "sotto/v1 ratchet message keys"
 )
 
 // Labels of sealed sender, multi-recipient messages, sender keys, safety

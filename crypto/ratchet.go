@@ -1,0 +1,341 @@
+package crypto
+
+import (
+	"crypto/ecdh"
+	"fmt"
+	"math"
+	"slices"
+)
+
+// This file implements the Double Ratchet of PROTOCOL.md §4, after
+// Signal's Double Ratchet specification (revision 4): a DH ratchet over
+// X25519 and symmetric-key chains per direction. Unlike the specification's
+// single dictionary of skipped keys, skipped message keys are kept per
+// receiving chain, oldest chain first, which gives the eviction order and
+// the canonical serialization (§4.5) for free.
+//
+// Decryption never modifies the state in place before the AEAD opened: it
+// computes into locals (or into a clone, for a DH ratchet step) and commits
+// only on success.
+
+// Specification constants of the Double Ratchet (PROTOCOL.md §12).
+const (
+	// MaxSkip is the furthest a message's counter may run ahead of the
+	// next expected counter of its chain (and how many keys one step may
+	// skip). It is checked before any Diffie-Hellman operation, so a forged
+	// header cannot make the receiver derive many keys.
+	MaxSkip = 1000
+	// MaxSkippedKeys bounds the skipped message keys a session stores in
+	// total. When it would be exceeded, the oldest keys are evicted; their
+	// messages then decrypt as duplicates.
+	MaxSkippedKeys = 2000
+	// MaxReceiverChains bounds the receiving chains (remote ratchet keys) a
+	// session keeps skipped keys for, the current one included. Older chains
+	// are dropped with their skipped keys.
+	MaxReceiverChains = 5
+)
+
+// receiverChain is one receiving chain: the remote ratchet key that names
+// it, the next counter expected, the keys of messages skipped in it, and,
+// for the current (newest) chain only, its chain key. Older chains are
+// closed: their chain key is erased and only their skipped keys remain.
+type receiverChain struct {
+	remote  [PublicKeySize]byte
+	next    uint32
+	key     chainKey // meaningful only for the newest chain
+	skipped []skippedKey
+}
+
+// skippedKey is the message key of a message not yet received.
+type skippedKey struct {
+	n  uint32
+	mk messageKey
+}
+
+// ratchetState is the Double Ratchet state of one session (PROTOCOL.md
+// §4.5). All of it must be kept secret.
+type ratchetState struct {
+	root rootKey
+
+	// The current ratchet key pair (DHs). selfKey may be nil after parsing a
+	// serialized state; it is rebuilt from selfPriv when first needed,
+	// which costs a scalar multiplication.
+	selfPriv [32]byte
+	selfPub  [PublicKeySize]byte
+	selfKey  *ecdh.PrivateKey
+
+	send      chainKey // CKs
+	sendN     uint32   // Ns
+	prevSendN uint32   // PN
+
+	chains   []receiverChain // oldest first; the last one is current
+	nSkipped int             // total skipped keys over all chains
+}
+
+// clone returns a deep copy of the state.
+func (r *ratchetState) clone() *ratchetState {
+	c := *r
+	c.chains = make([]receiverChain, len(r.chains), max(len(r.chains), MaxReceiverChains))
+	for i, ch := range r.chains {
+		c.chains[i] = ch
+		c.chains[i].skipped = slices.Clone(ch.skipped)
+	}
+	return &c
+}
+
+func (r *ratchetState) setSelf(k *ecdh.PrivateKey) {
+	r.selfKey = k
+	copy(r.selfPriv[:], k.Bytes())
+	copy(r.selfPub[:], k.PublicKey().Bytes())
+}
+
+func (r *ratchetState) self() (*ecdh.PrivateKey, error) {
+	if r.selfKey == nil {
+		k, err := ecdh.X25519().NewPrivateKey(r.selfPriv[:])
+		if err != nil {
+			return nil, ErrInvalidKey
+		}
+		r.selfKey = k
+	}
+	return r.selfKey, nil
+}
+
+// initInitiator sets up the initiator's ratchet after PQXDH. It implements
+// PROTOCOL.md §4.2 (initialization): the responder's signed prekey is its
+// first ratchet key.
+//
+//	root key, sending chain key = KDF_RK(SK, DH(ratchet key, SPK_B))
+func initInitiator(sk [32]byte, self *ecdh.PrivateKey, spk *ecdh.PublicKey) (*ratchetState, error) {
+	dh, err := x25519(self, spk)
+	if err != nil {
+		return nil, err
+	}
+	r := new(ratchetState)
+	r.setSelf(self)
+	r.root, r.send = rootKey{b: sk}.step(dh)
+	clear(dh)
+	return r, nil
+}
+
+// initResponder sets up the responder's ratchet after PQXDH: its signed
+// prekey is its first ratchet key and SK the root key. It has no sending
+// chain until the DH ratchet step that the initiator's first message
+// triggers (§4.2).
+func initResponder(sk [32]byte, spk *ecdh.PrivateKey) *ratchetState {
+	r := new(ratchetState)
+	r.setSelf(spk)
+	r.root = rootKey{b: sk}
+	return r
+}
+
+// encrypt seals plaintext as the next message of the sending chain,
+// appending header and ciphertext to prefix (which the caller built: the
+// message type and, for a prekey message, the PQXDH fields). It implements
+// PROTOCOL.md §4.3 (sending).
+//
+//	message key, CKs = KDF_CK(CKs)
+//	ciphertext = AES-256-GCM(message key, plaintext, AD = session AD || prefix || header)
+func (r *ratchetState) encrypt(prefix []byte, sessionAD, plaintext []byte) ([]byte, error) {
+	if len(plaintext) > MaxPlaintextSize {
+		return nil, fmt.Errorf("crypto: ratchet: plaintext longer than %d bytes", MaxPlaintextSize)
+	}
+	if r.sendN == math.MaxUint32 {
+		return nil, fmt.Errorf("crypto: ratchet: sending chain exhausted")
+	}
+	h := header{dh: r.selfPub, pn: r.prevSendN, n: r.sendN}
+	msg := make([]byte, 0, len(prefix)+headerSize+len(plaintext)+aeadTagSize)
+	msg = append(msg, prefix...)
+	msg = h.append(msg)
+	ad := make([]byte, 0, len(sessionAD)+len(msg))
+	ad = append(append(ad, sessionAD...), msg...)
+	mk, next := r.send.next()
+	msg = mk.seal(msg, plaintext, ad)
+	r.send = next
+	r.sendN++
+	return msg, nil
+}
+
+// decrypt opens a parsed message. It implements PROTOCOL.md §4.4
+// (receiving). The state changes only if it returns a nil error.
+func (r *ratchetState) decrypt(m *message, sessionAD []byte) ([]byte, error) {
+	ad := make([]byte, 0, len(sessionAD)+len(m.prefix))
+	ad = append(append(ad, sessionAD...), m.prefix...)
+	h := &m.header
+
+	i := len(r.chains) - 1
+	for ; i >= 0; i-- {
+		if r.chains[i].remote == h.dh {
+			break
+		}
+	}
+	if i < 0 {
+		return r.decryptNewChain(m, ad)
+	}
+	ch := &r.chains[i]
+	current := i == len(r.chains)-1
+
+	// A skipped key, or a replay.
+	if h.n < ch.next || !current {
+		j, found := slices.BinarySearchFunc(ch.skipped, h.n, func(k skippedKey, n uint32) int {
+			return cmpUint32(k.n, n)
+		})
+		if !found {
+			if h.n < ch.next {
+				return nil, ErrDuplicateMessage
+			}
+			// Beyond the end of a closed chain: no such message was sent.
+			return nil, ErrDecrypt
+		}
+		pt, err := ch.skipped[j].mk.open(m.ciphertext, ad)
+		if err != nil {
+			return nil, err
+		}
+		r.removeSkipped(i, j)
+		return pt, nil
+	}
+
+	// Ahead in the current chain: derive into locals, commit after opening.
+	if h.n-ch.next > MaxSkip {
+		return nil, ErrTooManySkipped
+	}
+	ck := ch.key
+	var skipped []skippedKey
+	for n := ch.next; n < h.n; n++ {
+		var mk messageKey
+		mk, ck = ck.next()
+		skipped = append(skipped, skippedKey{n: n, mk: mk})
+	}
+	mk, ck := ck.next()
+	pt, err := mk.open(m.ciphertext, ad)
+	if err != nil {
+		return nil, err
+	}
+	ch.key = ck
+	ch.next = h.n + 1
+	ch.skipped = append(ch.skipped, skipped...)
+	r.nSkipped += len(skipped)
+	r.enforceBounds()
+	return pt, nil
+}
+
+// decryptNewChain handles a message under a remote ratchet key not seen
+// before: a DH ratchet step (PROTOCOL.md §4.2). Bounds are checked before
+// any Diffie-Hellman operation; the step runs on a clone that replaces the
+// state only after the AEAD opened. The new sending ratchet key is
+// generated only then, so a forged message costs the receiver one DH.
+//
+//	(skip the current receiving chain up to pn)
+//	root key, CKr = KDF_RK(root key, DH(DHs, new remote key))
+//	(open the message)
+//	DHs = fresh key pair; PN = Ns; Ns = 0
+//	root key, CKs = KDF_RK(root key, DH(DHs, new remote key))
+func (r *ratchetState) decryptNewChain(m *message, ad []byte) ([]byte, error) {
+	h := &m.header
+	if h.n > MaxSkip {
+		return nil, ErrTooManySkipped
+	}
+	if len(r.chains) > 0 {
+		cur := &r.chains[len(r.chains)-1]
+		if h.pn > cur.next && h.pn-cur.next > MaxSkip {
+			return nil, ErrTooManySkipped
+		}
+	}
+	remote, err := ecdh.X25519().NewPublicKey(h.dh[:])
+	if err != nil {
+		return nil, ErrDecrypt
+	}
+	self, err := r.self()
+	if err != nil {
+		return nil, err
+	}
+	dh, err := x25519(self, remote)
+	if err != nil {
+		// A small-order ratchet key: no honest peer sends one.
+		return nil, ErrDecrypt
+	}
+
+	s := r.clone()
+	if len(s.chains) > 0 {
+		// Close the current receiving chain: keep the keys of messages the
+		// peer says it sent in it, forget its chain key.
+		cur := &s.chains[len(s.chains)-1]
+		for cur.next < h.pn {
+			var mk messageKey
+			mk, cur.key = cur.key.next()
+			cur.skipped = append(cur.skipped, skippedKey{n: cur.next, mk: mk})
+			cur.next++
+			s.nSkipped++
+		}
+		cur.key = chainKey{}
+	}
+	var recv chainKey
+	s.root, recv = s.root.step(dh)
+	clear(dh)
+	ch := receiverChain{remote: h.dh}
+	for n := uint32(0); n < h.n; n++ {
+		var mk messageKey
+		mk, recv = recv.next()
+		ch.skipped = append(ch.skipped, skippedKey{n: n, mk: mk})
+	}
+	mk, recv := recv.next()
+	pt, err := mk.open(m.ciphertext, ad)
+	if err != nil {
+		return nil, err
+	}
+	ch.key = recv
+	ch.next = h.n + 1
+	s.chains = append(s.chains, ch)
+	s.nSkipped += len(ch.skipped)
+
+	// The sending half of the step.
+	s.setSelf(generateX25519())
+	dh, err = x25519(s.selfKey, remote)
+	if err != nil {
+		return nil, ErrDecrypt // unreachable: the remote key passed the first DH
+	}
+	s.root, s.send = s.root.step(dh)
+	clear(dh)
+	s.prevSendN = s.sendN
+	s.sendN = 0
+	s.enforceBounds()
+	*r = *s
+	return pt, nil
+}
+
+// removeSkipped deletes a used skipped key.
+func (r *ratchetState) removeSkipped(i, j int) {
+	ch := &r.chains[i]
+	ch.skipped = slices.Delete(ch.skipped, j, j+1)
+	r.nSkipped--
+}
+
+// enforceBounds evicts the oldest receiving chains beyond
+// MaxReceiverChains, then the oldest skipped keys beyond MaxSkippedKeys
+// (PROTOCOL.md §4.4). A chain stays known, even with no skipped keys left,
+// until it is evicted, so that a replay of one of its messages is reported
+// as [ErrDuplicateMessage].
+func (r *ratchetState) enforceBounds() {
+	if len(r.chains) > MaxReceiverChains {
+		drop := len(r.chains) - MaxReceiverChains
+		for _, ch := range r.chains[:drop] {
+			r.nSkipped -= len(ch.skipped)
+		}
+		r.chains = slices.Delete(r.chains, 0, drop)
+	}
+	for i := 0; r.nSkipped > MaxSkippedKeys && i < len(r.chains); i++ {
+		ch := &r.chains[i]
+		drop := min(r.nSkipped-MaxSkippedKeys, len(ch.skipped))
+		ch.skipped = slices.Delete(ch.skipped, 0, drop)
+		r.nSkipped -= drop
+	}
+}
+
+func cmpUint32(a, b uint32) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

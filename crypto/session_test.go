@@ -1,0 +1,411 @@
+package crypto
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"testing"
+)
+
+// testDevice is one device with its identity and an in-memory prekey
+// store: the reference PreKeyLookup of these tests.
+type testDevice struct {
+	ik   *IdentityPrivateKey
+	addr Address
+	spk  map[uint32]*SignedPreKeyPair
+	kem  map[uint32]*KEMPreKeyPair
+	otk  map[uint32]*OneTimePreKeyPair
+	next uint32
+}
+
+func newTestDevice(t testing.TB, device DeviceID) *testDevice {
+	t.Helper()
+	d := &testDevice{
+		ik:   GenerateIdentityKey(),
+		addr: Address{Account: GenerateAccountKey().ID(), Device: device},
+		spk:  map[uint32]*SignedPreKeyPair{},
+		kem:  map[uint32]*KEMPreKeyPair{},
+		otk:  map[uint32]*OneTimePreKeyPair{},
+		next: 1,
+	}
+	d.spk[1] = GenerateSignedPreKey(d.ik, 1)
+	d.kem[1] = GenerateKEMPreKey(d.ik, 1, true) // last resort
+	return d
+}
+
+func (d *testDevice) SignedPreKey(id uint32) (*SignedPreKeyPair, error) {
+	if k, ok := d.spk[id]; ok {
+		return k, nil
+	}
+	return nil, ErrUnknownPreKey
+}
+
+func (d *testDevice) KEMPreKey(id uint32) (*KEMPreKeyPair, error) {
+	if k, ok := d.kem[id]; ok {
+		return k, nil
+	}
+	return nil, ErrUnknownPreKey
+}
+
+func (d *testDevice) OneTimePreKey(id uint32) (*OneTimePreKeyPair, error) {
+	if k, ok := d.otk[id]; ok {
+		return k, nil
+	}
+	return nil, ErrUnknownPreKey
+}
+
+// bundle returns a bundle with a fresh one-time X25519 prekey (if oneTime)
+// and a fresh one-time KEM prekey (if oneTimeKEM), else the last-resort one.
+func (d *testDevice) bundle(oneTime, oneTimeKEM bool) *PreKeyBundle {
+	b := &PreKeyBundle{Address: d.addr, Identity: d.ik.Public(), SignedPreKey: d.spk[1].SignedPreKey, KEMPreKey: d.kem[1].KEMPreKey}
+	if oneTimeKEM {
+		d.next++
+		k := GenerateKEMPreKey(d.ik, d.next, false)
+		d.kem[d.next] = k
+		b.KEMPreKey = k.KEMPreKey
+	}
+	if oneTime {
+		d.next++
+		k := GenerateOneTimePreKey(d.next)
+		d.otk[d.next] = k
+		b.OneTimePreKey = &k.OneTimePreKey
+	}
+	return b
+}
+
+// consume deletes what PreKeysUsed says was consumed, as a client must.
+func (d *testDevice) consume(u PreKeysUsed) {
+	if u.HasOneTimePreKey {
+		delete(d.otk, u.OneTimePreKeyID)
+	}
+	if !u.KEMLastResort {
+		delete(d.kem, u.KEMPreKeyID)
+	}
+}
+
+// newTestSessions sets up Alice and Bob: Alice initiates and sends
+// "hello", Bob accepts it.
+func newTestSessions(t testing.TB) (alice, bob *Session, a, b *testDevice) {
+	t.Helper()
+	a, b = newTestDevice(t, 1), newTestDevice(t, 2)
+	alice, err := InitiateSession(a.ik, a.addr, b.bundle(true, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := alice.Encrypt([]byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, pt, used, err := AcceptSession(b.ik, b.addr, b, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(pt) != "hello" {
+		t.Fatalf("plaintext %q", pt)
+	}
+	b.consume(used)
+	return alice, bob, a, b
+}
+
+func mustMarshal(t testing.TB, s *Session) []byte {
+	t.Helper()
+	b, err := s.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func mustEncrypt(t testing.TB, s *Session, pt string) []byte {
+	t.Helper()
+	m, err := s.Encrypt([]byte(pt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func mustDecrypt(t testing.TB, s *Session, msg []byte, want string) {
+	t.Helper()
+	pt, err := s.Decrypt(msg)
+	if err != nil {
+		t.Fatalf("decrypt %q: %v", want, err)
+	}
+	if string(pt) != want {
+		t.Fatalf("got %q, want %q", pt, want)
+	}
+}
+
+// checkChains asserts that the sender's sending chain equals the
+// receiver's current receiving chain.
+func checkChains(t *testing.T, sender, receiver *Session) {
+	t.Helper()
+	sk, sn := sender.sendChainForTest()
+	rk, rn, ok := receiver.recvChainForTest()
+	if !ok || sk != rk || sn != rn {
+		t.Fatalf("chains differ: sender (n=%d) receiver (n=%d, ok=%v)", sn, rn, ok)
+	}
+}
+
+// checkRootStep asserts the DH ratchet step that the receiver of a new
+// ratchet key took: its root and sending chain are KDF_RK(sender's root,
+// DH(sender's ratchet key, receiver's new ratchet key)).
+func checkRootStep(t *testing.T, sender, receiver *Session, senderRoot [32]byte) {
+	t.Helper()
+	priv, _ := sender.ratchetKeyForTest()
+	_, pub := receiver.ratchetKeyForTest()
+	root, chain, err := rootStepForTest(senderRoot, &priv, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendKey, _ := receiver.sendChainForTest()
+	if root != receiver.rootKeyForTest() || chain != sendKey {
+		t.Fatal("receiver's DH ratchet step does not match the sender's root key")
+	}
+}
+
+func TestSessionLockstep(t *testing.T) {
+	a, b := newTestDevice(t, 1), newTestDevice(t, 2)
+	alice, err := InitiateSession(a.ik, a.addr, b.bundle(true, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := mustEncrypt(t, alice, "hello")
+	bob, pt, used, err := AcceptSession(b.ik, b.addr, b, msg)
+	if err != nil || string(pt) != "hello" {
+		t.Fatalf("accept: %q, %v", pt, err)
+	}
+	if !used.HasOneTimePreKey || used.KEMLastResort || used.SignedPreKeyID != 1 {
+		t.Fatalf("used = %+v", used)
+	}
+	checkChains(t, alice, bob)
+	checkRootStep(t, alice, bob, alice.rootKeyForTest())
+	if bob.RemoteAddress() != a.addr || !bob.RemoteIdentity().Equal(a.ik.Public()) || bob.LocalAddress() != b.addr {
+		t.Fatal("Bob's session names the wrong peer")
+	}
+	if alice.RemoteAddress() != b.addr || !alice.RemoteIdentity().Equal(b.ik.Public()) {
+		t.Fatal("Alice's session names the wrong peer")
+	}
+
+	// A script of turns: positive counts are Alice→Bob, negative Bob→Alice.
+	parties := map[bool]*Session{true: alice, false: bob}
+	turn := 0
+	for _, count := range []int{2, -1, -3, 1, 4, -2, 1, -1, 1} {
+		fromAlice := count > 0
+		sender, receiver := parties[fromAlice], parties[!fromAlice]
+		if count < 0 {
+			count = -count
+		}
+		for i := range count {
+			turn++
+			text := fmt.Sprintf("turn %d", turn)
+			senderRoot := sender.rootKeyForTest()
+			pending := sender.pending != nil
+			m := mustEncrypt(t, sender, text)
+			if IsPreKeyMessage(m) != pending {
+				t.Fatalf("turn %d: prekey message = %v, want %v", turn, !pending, pending)
+			}
+			mustDecrypt(t, receiver, m, text)
+			checkChains(t, sender, receiver)
+			if i == 0 {
+				checkRootStep(t, sender, receiver, senderRoot)
+			} else if sender.rootKeyForTest() == receiver.rootKeyForTest() {
+				t.Fatal("root keys equal within a chain: receiver did not step")
+			}
+		}
+	}
+}
+
+func TestPreKeyMessagesUntilReply(t *testing.T) {
+	a, b := newTestDevice(t, 1), newTestDevice(t, 2)
+	alice, err := InitiateSession(a.ik, a.addr, b.bundle(false, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1 := mustEncrypt(t, alice, "one")
+	m2 := mustEncrypt(t, alice, "two")
+	if !IsPreKeyMessage(m1) || !IsPreKeyMessage(m2) {
+		t.Fatal("initiator's messages before a reply must be prekey messages")
+	}
+	// Out of order: the second prekey message starts the session.
+	bob, pt, used, err := AcceptSession(b.ik, b.addr, b, m2)
+	if err != nil || string(pt) != "two" {
+		t.Fatalf("accept: %q %v", pt, err)
+	}
+	if used.HasOneTimePreKey || !used.KEMLastResort {
+		t.Fatalf("used = %+v", used)
+	}
+	mustDecrypt(t, bob, m1, "one")
+	if _, err := bob.Decrypt(m1); !errors.Is(err, ErrDuplicateMessage) {
+		t.Fatalf("replayed prekey message: %v", err)
+	}
+	mustDecrypt(t, alice, mustEncrypt(t, bob, "reply"), "reply")
+	m3 := mustEncrypt(t, alice, "three")
+	if IsPreKeyMessage(m3) {
+		t.Fatal("prekey message after the reply was decrypted")
+	}
+	mustDecrypt(t, bob, m3, "three")
+
+	// A prekey message of another run is a new session, for either side.
+	other, err := InitiateSession(a.ik, a.addr, b.bundle(true, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := mustEncrypt(t, other, "again")
+	if _, err := bob.Decrypt(fresh); !errors.Is(err, ErrNewSession) {
+		t.Fatalf("new prekey message on an old session: %v", err)
+	}
+	if _, err := alice.Decrypt(fresh); !errors.Is(err, ErrNewSession) {
+		t.Fatalf("prekey message to the initiator: %v", err)
+	}
+}
+
+func TestOneTimePreKeyReuseRefused(t *testing.T) {
+	a, b := newTestDevice(t, 1), newTestDevice(t, 2)
+	bundle := b.bundle(true, true)
+	alice, err := InitiateSession(a.ik, a.addr, bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := mustEncrypt(t, alice, "first")
+	_, _, used, err := AcceptSession(b.ik, b.addr, b, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.consume(used)
+
+	// The same initial message again, and a second initiator that got the
+	// same (stale) bundle: both name consumed keys.
+	if _, _, _, err := AcceptSession(b.ik, b.addr, b, first); !errors.Is(err, ErrUnknownPreKey) {
+		t.Fatalf("replayed initial message: %v", err)
+	}
+	c := newTestDevice(t, 3)
+	carol, err := InitiateSession(c.ik, c.addr, bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := AcceptSession(b.ik, b.addr, b, mustEncrypt(t, carol, "hi")); !errors.Is(err, ErrUnknownPreKey) {
+		t.Fatalf("second initial message with a deleted one-time prekey: %v", err)
+	}
+	// With only the KEM prekey consumed, the message is still refused.
+	bundle2 := b.bundle(false, true)
+	carol2, _ := InitiateSession(c.ik, c.addr, bundle2)
+	m := mustEncrypt(t, carol2, "hi")
+	_, _, used, err = AcceptSession(b.ik, b.addr, b, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.consume(used)
+	if _, _, _, err := AcceptSession(b.ik, b.addr, b, m); !errors.Is(err, ErrUnknownPreKey) {
+		t.Fatalf("one-time KEM prekey reused: %v", err)
+	}
+}
+
+func TestSessionSerializationMidConversation(t *testing.T) {
+	alice, bob, a, _ := newTestSessions(t)
+	roundTrip := func(s *Session) *Session {
+		t.Helper()
+		data := mustMarshal(t, s)
+		p, err := ParseSession(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again := mustMarshal(t, p); !bytes.Equal(again, data) {
+			t.Fatal("parse then marshal differs")
+		}
+		return p
+	}
+	alice = roundTrip(alice) // still pending: prekey fields serialized
+	skipped := mustEncrypt(t, alice, "skipped")
+	mustDecrypt(t, bob, mustEncrypt(t, alice, "a1"), "a1")
+	bob = roundTrip(bob) // with a skipped key
+	mustDecrypt(t, alice, mustEncrypt(t, bob, "b1"), "b1")
+	alice = roundTrip(alice)
+	mustDecrypt(t, bob, mustEncrypt(t, alice, "a2"), "a2")
+	bob = roundTrip(bob) // a closed chain with a skipped key
+	mustDecrypt(t, bob, skipped, "skipped")
+	bob = roundTrip(bob)
+	if _, err := bob.Decrypt(skipped); !errors.Is(err, ErrDuplicateMessage) {
+		t.Fatalf("replay after round trip: %v", err)
+	}
+	mustDecrypt(t, alice, mustEncrypt(t, bob, "b2"), "b2")
+	if !bob.RemoteIdentity().Equal(a.ik.Public()) {
+		t.Fatal("identity lost in round trip")
+	}
+
+	data := mustMarshal(t, bob)
+	for _, v := range []byte{0, 2, 0xff} {
+		bad := bytes.Clone(data)
+		bad[0] = v
+		if _, err := ParseSession(bad); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("version %d accepted: %v", v, err)
+		}
+	}
+	for n := range len(data) {
+		if s, err := ParseSession(data[:n]); err == nil || s != nil {
+			t.Fatalf("truncation to %d bytes accepted", n)
+		}
+	}
+	if _, err := ParseSession(append(bytes.Clone(data), 0)); err == nil {
+		t.Fatal("trailing byte accepted")
+	}
+}
+
+func TestWrongIdentity(t *testing.T) {
+	a, b := newTestDevice(t, 1), newTestDevice(t, 2)
+	// A bundle whose prekeys another identity signed.
+	bundle := b.bundle(true, false)
+	bundle.Identity = GenerateIdentityKey().Public()
+	if _, err := InitiateSession(a.ik, a.addr, bundle); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("foreign-signed bundle: %v", err)
+	}
+
+	// Mallory claims Alice's identity and address in a prekey message but
+	// does not hold Alice's private key: DH1 differs, the AEAD fails.
+	mallory := &testDevice{ik: GenerateIdentityKey(), addr: a.addr}
+	ms, err := InitiateSession(mallory.ik, mallory.addr, b.bundle(false, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := mustEncrypt(t, ms, "i am alice")
+	m, _ := parseMessage(forged)
+	m.preKey.identity = a.ik.pub.ed
+	if _, _, _, err := AcceptSession(b.ik, b.addr, b, m.marshal()); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("forged initiator identity: %v", err)
+	}
+
+	// A message of another session.
+	alice, bob, _, _ := newTestSessions(t)
+	_, bob2, _, _ := newTestSessions(t)
+	msg := mustEncrypt(t, alice, "x")
+	if _, err := bob2.Decrypt(msg); !errors.Is(err, ErrNewSession) {
+		t.Fatalf("prekey message of another session: %v", err)
+	}
+	mustDecrypt(t, alice, mustEncrypt(t, bob, "y"), "y")
+	msg = mustEncrypt(t, alice, "z")
+	if _, err := bob2.Decrypt(msg); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("ratchet message of another session: %v", err)
+	}
+
+	// A prekey message addressed to another device of Bob's.
+	a2 := newTestDevice(t, 1)
+	s, _ := InitiateSession(a2.ik, a2.addr, b.bundle(false, false))
+	other := b.addr
+	other.Device = 7
+	if _, _, _, err := AcceptSession(b.ik, other, b, mustEncrypt(t, s, "x")); err == nil {
+		t.Fatal("prekey message for another address accepted")
+	}
+	if _, err := InitiateSession(a.ik, b.addr, b.bundle(false, false)); err == nil {
+		t.Fatal("session with oneself accepted")
+	}
+}
+
+func TestSessionStringRedacts(t *testing.T) {
+	alice, _, _, _ := newTestSessions(t)
+	root := alice.rootKeyForTest()
+	for _, s := range []string{fmt.Sprint(alice), fmt.Sprintf("%v %+v", alice, alice.ratchet.root)} {
+		if bytes.Contains([]byte(s), []byte(fmt.Sprintf("%x", root[:4]))) {
+			t.Fatalf("%q prints key material", s)
+		}
+	}
+}
