@@ -107,7 +107,7 @@ func newTestSessions(t testing.TB) (alice, bob *Session, a, b *testDevice) {
 	return alice, bob, a, b
 }
 
-func mustMarshal(t testing.TB, s *Session) []byte {
+func sessMarshal(t testing.TB, s *Session) []byte {
 	t.Helper()
 	b, err := s.MarshalBinary()
 	if err != nil {
@@ -116,7 +116,7 @@ func mustMarshal(t testing.TB, s *Session) []byte {
 	return b
 }
 
-func mustEncrypt(t testing.TB, s *Session, pt string) []byte {
+func sessEncrypt(t testing.TB, s *Session, pt string) []byte {
 	t.Helper()
 	m, err := s.Encrypt([]byte(pt))
 	if err != nil {
@@ -125,7 +125,7 @@ func mustEncrypt(t testing.TB, s *Session, pt string) []byte {
 	return m
 }
 
-func mustDecrypt(t testing.TB, s *Session, msg []byte, want string) {
+func sessDecrypt(t testing.TB, s *Session, msg []byte, want string) {
 	t.Helper()
 	pt, err := s.Decrypt(msg)
 	if err != nil {
@@ -170,7 +170,7 @@ func TestSessionLockstep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := mustEncrypt(t, alice, "hello")
+	msg := sessEncrypt(t, alice, "hello")
 	bob, pt, used, err := AcceptSession(b.ik, b.addr, b, msg)
 	if err != nil || string(pt) != "hello" {
 		t.Fatalf("accept: %q, %v", pt, err)
@@ -201,11 +201,11 @@ func TestSessionLockstep(t *testing.T) {
 			text := fmt.Sprintf("turn %d", turn)
 			senderRoot := sender.rootKeyForTest()
 			pending := sender.pending != nil
-			m := mustEncrypt(t, sender, text)
+			m := sessEncrypt(t, sender, text)
 			if IsPreKeyMessage(m) != pending {
 				t.Fatalf("turn %d: prekey message = %v, want %v", turn, !pending, pending)
 			}
-			mustDecrypt(t, receiver, m, text)
+			sessDecrypt(t, receiver, m, text)
 			checkChains(t, sender, receiver)
 			if i == 0 {
 				checkRootStep(t, sender, receiver, senderRoot)
@@ -222,8 +222,8 @@ func TestPreKeyMessagesUntilReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m1 := mustEncrypt(t, alice, "one")
-	m2 := mustEncrypt(t, alice, "two")
+	m1 := sessEncrypt(t, alice, "one")
+	m2 := sessEncrypt(t, alice, "two")
 	if !IsPreKeyMessage(m1) || !IsPreKeyMessage(m2) {
 		t.Fatal("initiator's messages before a reply must be prekey messages")
 	}
@@ -235,23 +235,23 @@ func TestPreKeyMessagesUntilReply(t *testing.T) {
 	if used.HasOneTimePreKey || !used.KEMLastResort {
 		t.Fatalf("used = %+v", used)
 	}
-	mustDecrypt(t, bob, m1, "one")
+	sessDecrypt(t, bob, m1, "one")
 	if _, err := bob.Decrypt(m1); !errors.Is(err, ErrDuplicateMessage) {
 		t.Fatalf("replayed prekey message: %v", err)
 	}
-	mustDecrypt(t, alice, mustEncrypt(t, bob, "reply"), "reply")
-	m3 := mustEncrypt(t, alice, "three")
+	sessDecrypt(t, alice, sessEncrypt(t, bob, "reply"), "reply")
+	m3 := sessEncrypt(t, alice, "three")
 	if IsPreKeyMessage(m3) {
 		t.Fatal("prekey message after the reply was decrypted")
 	}
-	mustDecrypt(t, bob, m3, "three")
+	sessDecrypt(t, bob, m3, "three")
 
 	// A prekey message of another run is a new session, for either side.
 	other, err := InitiateSession(a.ik, a.addr, b.bundle(true, false))
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh := mustEncrypt(t, other, "again")
+	fresh := sessEncrypt(t, other, "again")
 	if _, err := bob.Decrypt(fresh); !errors.Is(err, ErrNewSession) {
 		t.Fatalf("new prekey message on an old session: %v", err)
 	}
@@ -267,7 +267,7 @@ func TestOneTimePreKeyReuseRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := mustEncrypt(t, alice, "first")
+	first := sessEncrypt(t, alice, "first")
 	_, _, used, err := AcceptSession(b.ik, b.addr, b, first)
 	if err != nil {
 		t.Fatal(err)
@@ -284,13 +284,13 @@ func TestOneTimePreKeyReuseRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := AcceptSession(b.ik, b.addr, b, mustEncrypt(t, carol, "hi")); !errors.Is(err, ErrUnknownPreKey) {
+	if _, _, _, err := AcceptSession(b.ik, b.addr, b, sessEncrypt(t, carol, "hi")); !errors.Is(err, ErrUnknownPreKey) {
 		t.Fatalf("second initial message with a deleted one-time prekey: %v", err)
 	}
 	// With only the KEM prekey consumed, the message is still refused.
 	bundle2 := b.bundle(false, true)
 	carol2, _ := InitiateSession(c.ik, c.addr, bundle2)
-	m := mustEncrypt(t, carol2, "hi")
+	m := sessEncrypt(t, carol2, "hi")
 	_, _, used, err = AcceptSession(b.ik, b.addr, b, m)
 	if err != nil {
 		t.Fatal(err)
@@ -305,35 +305,35 @@ func TestSessionSerializationMidConversation(t *testing.T) {
 	alice, bob, a, _ := newTestSessions(t)
 	roundTrip := func(s *Session) *Session {
 		t.Helper()
-		data := mustMarshal(t, s)
+		data := sessMarshal(t, s)
 		p, err := ParseSession(data)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if again := mustMarshal(t, p); !bytes.Equal(again, data) {
+		if again := sessMarshal(t, p); !bytes.Equal(again, data) {
 			t.Fatal("parse then marshal differs")
 		}
 		return p
 	}
 	alice = roundTrip(alice) // still pending: prekey fields serialized
-	skipped := mustEncrypt(t, alice, "skipped")
-	mustDecrypt(t, bob, mustEncrypt(t, alice, "a1"), "a1")
+	skipped := sessEncrypt(t, alice, "skipped")
+	sessDecrypt(t, bob, sessEncrypt(t, alice, "a1"), "a1")
 	bob = roundTrip(bob) // with a skipped key
-	mustDecrypt(t, alice, mustEncrypt(t, bob, "b1"), "b1")
+	sessDecrypt(t, alice, sessEncrypt(t, bob, "b1"), "b1")
 	alice = roundTrip(alice)
-	mustDecrypt(t, bob, mustEncrypt(t, alice, "a2"), "a2")
+	sessDecrypt(t, bob, sessEncrypt(t, alice, "a2"), "a2")
 	bob = roundTrip(bob) // a closed chain with a skipped key
-	mustDecrypt(t, bob, skipped, "skipped")
+	sessDecrypt(t, bob, skipped, "skipped")
 	bob = roundTrip(bob)
 	if _, err := bob.Decrypt(skipped); !errors.Is(err, ErrDuplicateMessage) {
 		t.Fatalf("replay after round trip: %v", err)
 	}
-	mustDecrypt(t, alice, mustEncrypt(t, bob, "b2"), "b2")
+	sessDecrypt(t, alice, sessEncrypt(t, bob, "b2"), "b2")
 	if !bob.RemoteIdentity().Equal(a.ik.Public()) {
 		t.Fatal("identity lost in round trip")
 	}
 
-	data := mustMarshal(t, bob)
+	data := sessMarshal(t, bob)
 	for _, v := range []byte{0, 2, 0xff} {
 		bad := bytes.Clone(data)
 		bad[0] = v
@@ -367,7 +367,7 @@ func TestWrongIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forged := mustEncrypt(t, ms, "i am alice")
+	forged := sessEncrypt(t, ms, "i am alice")
 	m, _ := parseMessage(forged)
 	m.preKey.identity = a.ik.pub.ed
 	if _, _, _, err := AcceptSession(b.ik, b.addr, b, m.marshal()); !errors.Is(err, ErrDecrypt) {
@@ -377,12 +377,12 @@ func TestWrongIdentity(t *testing.T) {
 	// A message of another session.
 	alice, bob, _, _ := newTestSessions(t)
 	_, bob2, _, _ := newTestSessions(t)
-	msg := mustEncrypt(t, alice, "x")
+	msg := sessEncrypt(t, alice, "x")
 	if _, err := bob2.Decrypt(msg); !errors.Is(err, ErrNewSession) {
 		t.Fatalf("prekey message of another session: %v", err)
 	}
-	mustDecrypt(t, alice, mustEncrypt(t, bob, "y"), "y")
-	msg = mustEncrypt(t, alice, "z")
+	sessDecrypt(t, alice, sessEncrypt(t, bob, "y"), "y")
+	msg = sessEncrypt(t, alice, "z")
 	if _, err := bob2.Decrypt(msg); !errors.Is(err, ErrDecrypt) {
 		t.Fatalf("ratchet message of another session: %v", err)
 	}
@@ -392,7 +392,7 @@ func TestWrongIdentity(t *testing.T) {
 	s, _ := InitiateSession(a2.ik, a2.addr, b.bundle(false, false))
 	other := b.addr
 	other.Device = 7
-	if _, _, _, err := AcceptSession(b.ik, other, b, mustEncrypt(t, s, "x")); err == nil {
+	if _, _, _, err := AcceptSession(b.ik, other, b, sessEncrypt(t, s, "x")); err == nil {
 		t.Fatal("prekey message for another address accepted")
 	}
 	if _, err := InitiateSession(a.ik, b.addr, b.bundle(false, false)); err == nil {
