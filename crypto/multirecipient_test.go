@@ -40,13 +40,13 @@ func TestMultiRoundTrip(t *testing.T) {
 		if headers[i].Address != p.addr || len(headers[i].Header) != MultiHeaderSize {
 			t.Fatalf("header %d: %v, %d bytes", i, headers[i].Address, len(headers[i].Header))
 		}
-		cert, got, err := OpenMulti(p.key, headers[i].Header, body, f.roots, testNow)
+		cert, got, err := OpenMulti(p.key, headers[i].Header, body, f.roots, envNow)
 		if err != nil || !bytes.Equal(got, content) || cert.Sender != alice.addr {
 			t.Fatalf("recipient %d: %v", i, err)
 		}
 		// Another recipient's header does not open for this device.
 		other := headers[(i+1)%len(headers)].Header
-		if _, _, err := OpenMulti(p.key, other, body, f.roots, testNow); !errors.Is(err, ErrDecrypt) {
+		if _, _, err := OpenMulti(p.key, other, body, f.roots, envNow); !errors.Is(err, ErrDecrypt) {
 			t.Fatalf("recipient %d with foreign header: %v", i, err)
 		}
 	}
@@ -63,24 +63,24 @@ func TestMultiTamperAndTruncate(t *testing.T) {
 	for i := range body {
 		bad := bytes.Clone(body)
 		bad[i] ^= 0x01
-		if c, m, err := OpenMulti(bob.key, h, bad, f.roots, testNow); err == nil || c != nil || m != nil {
+		if c, m, err := OpenMulti(bob.key, h, bad, f.roots, envNow); err == nil || c != nil || m != nil {
 			t.Fatalf("body byte %d flip accepted", i)
 		}
 	}
 	for i := range h {
 		bad := bytes.Clone(h)
 		bad[i] ^= 0x01
-		if _, _, err := OpenMulti(bob.key, bad, body, f.roots, testNow); !errors.Is(err, ErrDecrypt) {
+		if _, _, err := OpenMulti(bob.key, bad, body, f.roots, envNow); !errors.Is(err, ErrDecrypt) {
 			t.Fatalf("header byte %d flip: %v", i, err)
 		}
 	}
 	for n := range len(body) {
-		if _, _, err := OpenMulti(bob.key, h, body[:n], f.roots, testNow); err == nil {
+		if _, _, err := OpenMulti(bob.key, h, body[:n], f.roots, envNow); err == nil {
 			t.Fatalf("body truncated to %d accepted", n)
 		}
 	}
 	for n := range len(h) {
-		if _, _, err := OpenMulti(bob.key, h[:n], body, f.roots, testNow); !errors.Is(err, ErrMalformed) {
+		if _, _, err := OpenMulti(bob.key, h[:n], body, f.roots, envNow); !errors.Is(err, ErrMalformed) {
 			t.Fatalf("header truncated to %d: %v", n, err)
 		}
 	}
@@ -88,7 +88,7 @@ func TestMultiTamperAndTruncate(t *testing.T) {
 	if _, _, err := OpenMulti(bob.key, h, body, f.roots, alice.cert.Expires); !errors.Is(err, ErrCertificateExpired) {
 		t.Errorf("expired: %v", err)
 	}
-	if _, _, err := OpenMulti(bob.key, h, body, nil, testNow); !errors.Is(err, ErrUntrustedCertificate) {
+	if _, _, err := OpenMulti(bob.key, h, body, nil, envNow); !errors.Is(err, ErrUntrustedCertificate) {
 		t.Errorf("no roots: %v", err)
 	}
 }
@@ -117,7 +117,7 @@ func TestMultiCoRecipientCannotSubstituteBody(t *testing.T) {
 	inner = append(inner, alice.cert.raw...)
 	inner = append(inner, "forged by bob"...)
 	forged := envelopeGCM(bodyKey).Seal(bytes.Clone(body[:multiBodyPrefixSize]), zeroNonce[:], inner, body[:1+PublicKeySize])
-	if _, _, err := OpenMulti(carol.key, headers[1].Header, forged, f.roots, testNow); !errors.Is(err, ErrDecrypt) {
+	if _, _, err := OpenMulti(carol.key, headers[1].Header, forged, f.roots, envNow); !errors.Is(err, ErrDecrypt) {
 		t.Fatalf("substituted body: %v", err)
 	}
 	if sha256.Sum256(forged) == sha256.Sum256(body) {
@@ -149,7 +149,7 @@ func FuzzOpenMulti(f *testing.F) {
 		if len(in) < MultiHeaderSize {
 			return
 		}
-		cert, content, err := OpenMulti(parties[0].key, in[:MultiHeaderSize], in[MultiHeaderSize:], fx.roots, testNow)
+		cert, content, err := OpenMulti(parties[0].key, in[:MultiHeaderSize], in[MultiHeaderSize:], fx.roots, envNow)
 		if err != nil {
 			if cert != nil || content != nil {
 				t.Fatal("non-nil result on error")
@@ -171,7 +171,7 @@ func genMultiVectors(t *testing.T, w *vectorWriter) {
 	}
 	sender := GenerateIdentityKey()
 	addr := Address{Account: GenerateAccountKey().ID(), Device: 1}
-	cert, err := signer.Issue(addr, sender.Public(), testNow.Add(time.Hour))
+	cert, err := signer.Issue(addr, sender.Public(), envNow.Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,14 +188,14 @@ func genMultiVectors(t *testing.T, w *vectorWriter) {
 		t.Fatal(err)
 	}
 	w.hex("trust_root", signer.TrustRoot().Bytes())
-	w.num("now", uint64(testNow.Unix()))
+	w.num("now", uint64(envNow.Unix()))
 	w.hex("sender_seed", sender.Seed())
 	w.hex("sender_certificate", cert.Bytes())
 	w.hex("content", content)
 	w.hex("body", body)
 	w.end()
 	for i, h := range headers {
-		if _, got, err := OpenMulti(keys[i], h.Header, body, []TrustRoot{signer.TrustRoot()}, testNow); err != nil || !bytes.Equal(got, content) {
+		if _, got, err := OpenMulti(keys[i], h.Header, body, []TrustRoot{signer.TrustRoot()}, envNow); err != nil || !bytes.Equal(got, content) {
 			t.Fatal("vector does not open", err)
 		}
 		w.text("recipient", h.Address.String())

@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// testNow is the fixed clock of the envelope tests.
-var testNow = time.Unix(1800000000, 0).UTC()
+// envNow is the fixed clock of the envelope tests.
+var envNow = time.Unix(1800000000, 0).UTC()
 
 // envParty is one device with a sender certificate, for envelope tests.
 type envParty struct {
@@ -38,7 +38,7 @@ func (f *envFixture) party(t testing.TB, device DeviceID) *envParty {
 	t.Helper()
 	k := GenerateIdentityKey()
 	addr := Address{Account: GenerateAccountKey().ID(), Device: device}
-	cert, err := f.signer.Issue(addr, k.Public(), testNow.Add(24*time.Hour))
+	cert, err := f.signer.Issue(addr, k.Public(), envNow.Add(24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestSealedRoundTrip(t *testing.T) {
 		if bytes.Contains(env, alice.key.Public().Bytes()) || bytes.Contains(env, alice.addr.Account[:]) {
 			t.Fatal("envelope shows the sender in the clear")
 		}
-		cert, got, err := Open(bob.key, env, f.roots, testNow)
+		cert, got, err := Open(bob.key, env, f.roots, envNow)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +81,7 @@ func TestSealedTamperAndTruncate(t *testing.T) {
 		for _, bit := range []byte{0x01, 0x80} {
 			bad := bytes.Clone(env)
 			bad[i] ^= bit
-			cert, content, err := Open(bob.key, bad, f.roots, testNow)
+			cert, content, err := Open(bob.key, bad, f.roots, envNow)
 			if err == nil || cert != nil || content != nil {
 				t.Fatalf("flipped byte %d accepted", i)
 			}
@@ -91,11 +91,11 @@ func TestSealedTamperAndTruncate(t *testing.T) {
 		}
 	}
 	for n := 0; n < len(env); n++ {
-		if c, m, err := Open(bob.key, env[:n], f.roots, testNow); err == nil || c != nil || m != nil {
+		if c, m, err := Open(bob.key, env[:n], f.roots, envNow); err == nil || c != nil || m != nil {
 			t.Fatalf("truncation to %d accepted", n)
 		}
 	}
-	if _, _, err := Open(bob.key, append(bytes.Clone(env), 0), f.roots, testNow); !errors.Is(err, ErrDecrypt) {
+	if _, _, err := Open(bob.key, append(bytes.Clone(env), 0), f.roots, envNow); !errors.Is(err, ErrDecrypt) {
 		t.Fatalf("extension: %v", err)
 	}
 }
@@ -107,15 +107,15 @@ func TestSealedWrongRecipientAndCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := Open(carol.key, env, f.roots, testNow); !errors.Is(err, ErrDecrypt) {
+	if _, _, err := Open(carol.key, env, f.roots, envNow); !errors.Is(err, ErrDecrypt) {
 		t.Errorf("wrong recipient: %v", err)
 	}
-	if _, _, err := Open(bob.key, env, f.roots, testNow.Add(25*time.Hour)); !errors.Is(err, ErrCertificateExpired) {
+	if _, _, err := Open(bob.key, env, f.roots, envNow.Add(25*time.Hour)); !errors.Is(err, ErrCertificateExpired) {
 		t.Errorf("expired certificate: %v", err)
 	}
 	foreign := newEnvFixture(t)
 	foreign.signer, _ = NewCertificateSigner(bytes.Repeat([]byte{9}, 32))
-	if _, _, err := Open(bob.key, env, []TrustRoot{foreign.signer.TrustRoot()}, testNow); !errors.Is(err, ErrUntrustedCertificate) {
+	if _, _, err := Open(bob.key, env, []TrustRoot{foreign.signer.TrustRoot()}, envNow); !errors.Is(err, ErrUntrustedCertificate) {
 		t.Errorf("foreign root: %v", err)
 	}
 	// Seal refuses a certificate for another key.
@@ -129,7 +129,7 @@ func TestSealedWrongRecipientAndCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c, m, err := Open(bob.key, forged, f.roots, testNow); !errors.Is(err, ErrSenderMismatch) || c != nil || m != nil {
+	if c, m, err := Open(bob.key, forged, f.roots, envNow); !errors.Is(err, ErrSenderMismatch) || c != nil || m != nil {
 		t.Errorf("identity mismatch: %v", err)
 	}
 }
@@ -153,7 +153,7 @@ func TestSealedHostile(t *testing.T) {
 		"zero ephemeral": {zero, ErrDecrypt},
 	}
 	for name, c := range cases {
-		cert, content, err := Open(bob.key, c.in, f.roots, testNow)
+		cert, content, err := Open(bob.key, c.in, f.roots, envNow)
 		if !errors.Is(err, c.want) || cert != nil || content != nil {
 			t.Errorf("%s: %v, want %v", name, err, c.want)
 		}
@@ -173,7 +173,7 @@ func FuzzOpenSealed(f *testing.F) {
 	f.Add(env)
 	f.Add([]byte{sealedVersion})
 	f.Fuzz(func(t *testing.T, in []byte) {
-		cert, content, err := Open(bob.key, in, fx.roots, testNow)
+		cert, content, err := Open(bob.key, in, fx.roots, envNow)
 		if err != nil {
 			if cert != nil || content != nil {
 				t.Fatal("non-nil result on error")
@@ -196,7 +196,7 @@ func genSealedVectors(t *testing.T, w *vectorWriter) {
 	}
 	sender, recipient := GenerateIdentityKey(), GenerateIdentityKey()
 	addr := Address{Account: GenerateAccountKey().ID(), Device: 1}
-	cert, err := signer.Issue(addr, sender.Public(), testNow.Add(time.Hour))
+	cert, err := signer.Issue(addr, sender.Public(), envNow.Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,11 +206,11 @@ func genSealedVectors(t *testing.T, w *vectorWriter) {
 		t.Fatal(err)
 	}
 	roots := []TrustRoot{signer.TrustRoot()}
-	if _, got, err := Open(recipient, env, roots, testNow); err != nil || !bytes.Equal(got, content) {
+	if _, got, err := Open(recipient, env, roots, envNow); err != nil || !bytes.Equal(got, content) {
 		t.Fatal("vector does not open", err)
 	}
 	w.hex("trust_root", signer.TrustRoot().Bytes())
-	w.num("now", uint64(testNow.Unix()))
+	w.num("now", uint64(envNow.Unix()))
 	w.hex("sender_seed", sender.Seed())
 	w.hex("recipient_seed", recipient.Seed())
 	w.hex("sender_certificate", cert.Bytes())
@@ -220,7 +220,7 @@ func genSealedVectors(t *testing.T, w *vectorWriter) {
 	w.end()
 	bad := bytes.Clone(env)
 	bad[len(bad)-1] ^= 1
-	if _, _, err := Open(recipient, bad, roots, testNow); !errors.Is(err, ErrDecrypt) {
+	if _, _, err := Open(recipient, bad, roots, envNow); !errors.Is(err, ErrDecrypt) {
 		t.Fatal("tampered vector opens")
 	}
 	w.comment("The same envelope with its last byte flipped.")
