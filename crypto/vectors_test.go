@@ -40,6 +40,7 @@ type vectorFile struct {
 // vectorFiles lists every generator. Each area of the protocol adds its own.
 var vectorFiles = []vectorFile{
 	{"identity.txt", 1, genIdentityVectors},
+	{"safety.txt", 105, genSafetyVectors},
 	{"senderkey.txt", 104, genSenderKeyVectors},
 	{"multirecipient.txt", 103, genMultiVectors},
 	{"sealed.txt", 102, genSealedVectors},
