@@ -412,3 +412,78 @@ func TestAccumulatedRatchet(t *testing.T) {
 	}
 }
 
+
+// genRatchetVectors writes testdata/vectors/ratchet.txt: a conversation
+// with out-of-order delivery and replays, starting from two serialized
+// session states (PROTOCOL.md §4.5). Each send records the sender's
+// ratchet private key, so that an implementation which injects its
+// randomness can reproduce every message byte for byte.
+func genRatchetVectors(t *testing.T, w *vectorWriter) {
+	w.comment("Double Ratchet conversation (PROTOCOL.md §4). Start from the two session states, then apply")
+	w.comment("the events in order. A send produces message N (numbered from 0 in send order); a deliver")
+	w.comment("gives message N to its recipient, with the expected outcome (success or duplicate).")
+	w.end()
+	alice, bob, _, _ := newTestSessions(t)
+	w.hex("alice_state", sessMarshal(t, alice))
+	w.hex("bob_state", sessMarshal(t, bob))
+	w.end()
+	parties := map[string]*Session{"alice": alice, "bob": bob}
+	var msgs [][]byte
+	var pts []string
+	var to []string
+	send := func(from, pt string) {
+		priv, _ := parties[from].ratchetKeyForTest()
+		m := sessEncrypt(t, parties[from], pt)
+		w.text("event", "send")
+		w.num("message", uint64(len(msgs)))
+		w.text("from", from)
+		w.hex("sender_ratchet_private", priv[:])
+		w.text("plaintext", pt)
+		w.hex("bytes", m)
+		w.end()
+		msgs, pts = append(msgs, m), append(pts, pt)
+		to = append(to, map[string]string{"alice": "bob", "bob": "alice"}[from])
+	}
+	deliver := func(i int, expect string) {
+		pt, err := parties[to[i]].Decrypt(msgs[i])
+		switch expect {
+		case "success":
+			if err != nil || string(pt) != pts[i] {
+				t.Fatalf("message %d: %q %v", i, pt, err)
+			}
+		case "duplicate":
+			if !errors.Is(err, ErrDuplicateMessage) {
+				t.Fatalf("message %d replay: %v", i, err)
+			}
+		}
+		w.text("event", "deliver")
+		w.num("message", uint64(i))
+		w.text("to", to[i])
+		w.text("expect", expect)
+		w.end()
+	}
+	send("alice", "a1 (prekey message: no reply yet)") // 0
+	send("alice", "a2")                                // 1
+	send("alice", "a3")                                // 2
+	deliver(2, "success")
+	deliver(0, "success")
+	deliver(1, "success")
+	deliver(0, "duplicate")
+	send("bob", "b1") // 3
+	send("bob", "b2") // 4
+	deliver(4, "success")
+	deliver(3, "success")
+	send("alice", "a4 (new ratchet key)") // 5
+	send("alice", "a5")                   // 6
+	deliver(6, "success")
+	send("bob", "b3") // 7
+	deliver(7, "success")
+	send("alice", "a6") // 8
+	deliver(8, "success")
+	deliver(5, "success") // late, from a closed chain
+	deliver(5, "duplicate")
+	deliver(3, "duplicate")
+	w.hex("alice_final_state", sessMarshal(t, alice))
+	w.hex("bob_final_state", sessMarshal(t, bob))
+	w.end()
+}

@@ -45,6 +45,8 @@ var vectorFiles = []vectorFile{
 	{"multirecipient.txt", 103, genMultiVectors},
 	{"sealed.txt", 102, genSealedVectors},
 	{"padding.txt", 101, genPaddingVectors},
+	{"pqxdh.txt", 2, genPQXDHVectors},
+	{"ratchet.txt", 3, genRatchetVectors},
 }
 
 // vectorWriter accumulates a vector file.

@@ -1,0 +1,152 @@
+package crypto
+
+import (
+	"crypto/ecdh"
+	"crypto/mlkem"
+	"crypto/mlkem/mlkemtest"
+	"crypto/rand"
+	"errors"
+	"testing"
+)
+
+func TestPQXDHBundleSignaturesChecked(t *testing.T) {
+	a, b := newTestDevice(t, 1), newTestDevice(t, 2)
+	for name, corrupt := range map[string]func(*PreKeyBundle){
+		"signed prekey signature": func(p *PreKeyBundle) {
+			p.SignedPreKey.Signature = append([]byte(nil), p.SignedPreKey.Signature...)
+			p.SignedPreKey.Signature[5] ^= 1
+		},
+		"KEM prekey signature": func(p *PreKeyBundle) {
+			p.KEMPreKey.Signature = append([]byte(nil), p.KEMPreKey.Signature...)
+			p.KEMPreKey.Signature[60] ^= 1
+		},
+		"signed prekey swapped": func(p *PreKeyBundle) { p.SignedPreKey.Public = GenerateSignedPreKey(a.ik, 1).Public },
+		"KEM prekey ID changed": func(p *PreKeyBundle) { p.KEMPreKey.ID++ },
+		"last-resort flag flipped": func(p *PreKeyBundle) {
+			p.KEMPreKey.LastResort = !p.KEMPreKey.LastResort
+		},
+	} {
+		bundle := b.bundle(true, true)
+		corrupt(bundle)
+		if _, err := InitiateSession(a.ik, a.addr, bundle); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestPQXDHWithAndWithoutOneTimeKeys(t *testing.T) {
+	for _, tc := range []struct{ oneTime, oneTimeKEM bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		a, b := newTestDevice(t, 1), newTestDevice(t, 2)
+		alice, err := InitiateSession(a.ik, a.addr, b.bundle(tc.oneTime, tc.oneTimeKEM))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bob, pt, used, err := AcceptSession(b.ik, b.addr, b, sessEncrypt(t, alice, "hi"))
+		if err != nil || string(pt) != "hi" {
+			t.Fatalf("%+v: %q %v", tc, pt, err)
+		}
+		if used.HasOneTimePreKey != tc.oneTime || used.KEMLastResort == tc.oneTimeKEM {
+			t.Fatalf("%+v: used = %+v", tc, used)
+		}
+		sessDecrypt(t, alice, sessEncrypt(t, bob, "back"), "back")
+	}
+}
+
+// TestPQXDHOneTimePreKeyMatters checks that DH4 is part of SK: a message
+// built with one one-time prekey does not decrypt when the responder is
+// given another key under the same ID.
+func TestPQXDHOneTimePreKeyMatters(t *testing.T) {
+	a, b := newTestDevice(t, 1), newTestDevice(t, 2)
+	bundle := b.bundle(true, false)
+	alice, _ := InitiateSession(a.ik, a.addr, bundle)
+	msg := sessEncrypt(t, alice, "x")
+	b.otk[bundle.OneTimePreKey.ID] = GenerateOneTimePreKey(bundle.OneTimePreKey.ID)
+	if _, _, _, err := AcceptSession(b.ik, b.addr, b, msg); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("substituted one-time prekey: %v", err)
+	}
+}
+
+// genPQXDHVectors writes testdata/vectors/pqxdh.txt: both sides of one
+// PQXDH run with every private key, the initial message and the derived
+// secrets (PROTOCOL.md §3).
+func genPQXDHVectors(t *testing.T, w *vectorWriter) {
+	w.comment("PQXDH (PROTOCOL.md §3): X25519, SHA-256, ML-KEM-768. Private X25519 keys are raw scalars")
+	w.comment("(RFC 7748), identity keys are Ed25519 seeds, the KEM prekey is the 64-byte ML-KEM seed d || z,")
+	w.comment("kem_encaps_random is the 32-byte m of ML-KEM.Encaps (FIPS 203 Algorithm 17).")
+	w.end()
+	for _, withOneTime := range []bool{true, false} {
+		a, b := newTestDevice(t, 1), newTestDevice(t, 2)
+		bundle := b.bundle(withOneTime, withOneTime)
+		ek, ratchet := generateX25519(), generateX25519()
+		m := make([]byte, 32)
+		rand.Read(m)
+		keys := initiatorKeys{ephemeral: ek, ratchet: ratchet, encapsulate: func(k *mlkem.EncapsulationKey768) ([]byte, []byte) {
+			ss, ct, err := mlkemtest.Encapsulate768(k, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ss, ct
+		}}
+		alice, err := initiate(a.ik, a.addr, bundle, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := sessEncrypt(t, alice, "PQXDH initial message")
+		bob, pt, used, err := AcceptSession(b.ik, b.addr, b, msg)
+		if err != nil || string(pt) != "PQXDH initial message" {
+			t.Fatalf("accept: %v", err)
+		}
+
+		// SK, recomputed from the private keys as another implementation would.
+		dh := func(priv *ecdh.PrivateKey, pub *ecdh.PublicKey) []byte {
+			out, err := x25519(priv, pub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		var dh4 []byte
+		if withOneTime {
+			dh4 = dh(ek, bundle.OneTimePreKey.Public)
+		}
+		ss, _, _ := mlkemtest.Encapsulate768(bundle.KEMPreKey.EncapsulationKey, m)
+		sk := pqxdhSecret(dh(a.ik.x, bundle.SignedPreKey.Public), dh(ek, b.ik.Public().X25519()), dh(ek, bundle.SignedPreKey.Public), dh4, ss)
+
+		w.text("case", map[bool]string{true: "with one-time prekey and one-time KEM prekey", false: "signed prekey and last-resort KEM prekey only"}[withOneTime])
+		w.hex("alice_identity_seed", a.ik.Seed())
+		w.hex("alice_identity_public", a.ik.Public().Bytes())
+		w.hex("alice_account", a.addr.Account[:])
+		w.num("alice_device", uint64(a.addr.Device))
+		w.hex("bob_identity_seed", b.ik.Seed())
+		w.hex("bob_identity_public", b.ik.Public().Bytes())
+		w.hex("bob_account", b.addr.Account[:])
+		w.num("bob_device", uint64(b.addr.Device))
+		w.hex("bob_signed_prekey_private", b.spk[1].Private.Bytes())
+		w.hex("bob_kem_prekey_seed", b.kem[bundle.KEMPreKey.ID].Private.Bytes())
+		if withOneTime {
+			w.hex("bob_one_time_prekey_private", b.otk[bundle.OneTimePreKey.ID].Private.Bytes())
+		}
+		bb, _ := bundle.MarshalBinary()
+		w.hex("bundle", bb)
+		w.hex("alice_ephemeral_private", ek.Bytes())
+		w.hex("kem_encaps_random", m)
+		w.hex("kem_shared_secret", ss)
+		w.hex("session_ad", alice.ad)
+		w.hex("sk", sk[:])
+		w.hex("alice_ratchet_private", ratchet.Bytes())
+		root, send := alice.rootKeyForTest(), func() [32]byte { k, _ := alice.sendChainForTest(); return k }()
+		w.hex("alice_root_key", root[:])
+		w.hex("alice_sending_chain_key", send[:])
+		w.text("plaintext", "PQXDH initial message")
+		w.hex("initial_message", msg)
+		priv, _ := bob.ratchetKeyForTest()
+		w.hex("bob_ratchet_private", priv[:])
+		broot := bob.rootKeyForTest()
+		w.hex("bob_root_key", broot[:])
+		bsend, _ := bob.sendChainForTest()
+		w.hex("bob_sending_chain_key", bsend[:])
+		w.num("consumed_one_time_prekey", map[bool]uint64{true: uint64(used.OneTimePreKeyID), false: 0}[used.HasOneTimePreKey])
+		w.text("expect", "success")
+		w.end()
+	}
+}
