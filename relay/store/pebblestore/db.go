@@ -1,0 +1,508 @@
+// Package pebblestore implements the relay's queue and device stores
+// ([store.Queues], [store.Devices]) over one Pebble database.
+//
+// # Writes: one committer, group commit
+//
+// Every mutation (Put, Ack, Sweep, purges, device records) is a request
+// handed to a single committer goroutine. The committer takes all requests
+// waiting, applies them one after another to one indexed batch (so each sees
+// the writes of those before it: counters, sequence numbers, reference counts
+// and idempotency records are read-modify-written without locks), and
+// applies the batch to Pebble. A request that fails validation (a full
+// queue) contributes nothing to the batch. Requests that need durability
+// (Put, purges) are answered only after the WAL sync covering their batch;
+// the committer does not wait for that sync itself but goes on to the next
+// batch while a second goroutine waits, so consecutive batches share fsyncs
+// in Pebble's WAL writer. Acknowledgements and sweeps are applied without
+// forcing a sync: losing one in a crash only means a redelivery, which
+// clients de-duplicate by message ID.
+//
+// Reads (Fetch, Depth, device records) go straight to Pebble.
+//
+// # Layout
+//
+// See keys.go. Each queue keeps its message and byte counts and its last
+// sequence number in one record updated in the same batch as its entries, so
+// Depth is one point read and the counts are right after a crash or reopen.
+// A Put stores its body once, with a reference count decremented by each
+// acknowledgement, expiry or purge of an entry; the body goes with its last
+// reference.
+package pebblestore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults for Options.
+const (
+	DefaultMaxQueueMessages = 10_000
+	DefaultMaxQueueBytes    = 64 << 20
+	DefaultRetention        = 30 * 24 * time.Hour
+	DefaultDedupWindow      = 24 * time.Hour
+)
+
+// ErrClosed is returned by operations on a closed DB.
+var ErrClosed = errors.New("pebblestore: closed")
+
+// Options configure Open. The zero value is usable.
+type Options struct {
+	// FS is the filesystem Pebble runs on; nil means the operating system's.
+	// Tests pass vfs.NewMem() or a fault-injecting FS.
+	FS vfs.FS
+	// MaxQueueMessages and MaxQueueBytes are each queue's quota (defaults
+	// DefaultMaxQueueMessages, DefaultMaxQueueBytes). Bytes count each
+	// entry's header plus the full body it references.
+	MaxQueueMessages int
+	MaxQueueBytes    int64
+	// DefaultRetention is applied to entries with a zero Expires.
+	DefaultRetention time.Duration
+	// DedupWindow is how long after an acknowledgement the message ID is
+	// still remembered, so a late retry of the same send is not delivered
+	// again (default DefaultDedupWindow; never longer than the message's
+	// own retention). A negative value forgets IDs at acknowledgement.
+	DedupWindow time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Registerer, when set, receives the store's Prometheus metrics.
+	Registerer prometheus.Registerer
+	// Logf, when set, receives Pebble's error messages (informational ones
+	// are dropped).
+	Logf func(format string, args ...any)
+	// pipelineOff makes the committer wait for each sync itself (for the
+	// benchmark that compares the two).
+	pipelineOff bool
+}
+
+// DB is the Pebble-backed queue and device store. It is safe for concurrent
+// use.
+type DB struct {
+	pdb  *pebble.DB
+	opts Options
+	m    *metrics
+
+	reqs  chan *request
+	syncq chan *group
+	wg    sync.WaitGroup
+
+	closeMu struct {
+		sync.RWMutex
+		closed bool
+	}
+
+	// Owned by the committer goroutine.
+	lastBodyID uint64
+}
+
+// request is one mutation waiting for the committer.
+type request struct {
+	op   op
+	done chan error // buffered 1
+}
+
+// op is a mutation applied by the committer. apply reads through w and
+// writes into w's batch; when it returns an error it must have written
+// nothing.
+type op interface {
+	apply(w *writer) error
+	durable() bool // must be synced before it is answered
+}
+
+// group is a batch applied to Pebble whose WAL sync is still to be awaited.
+type group struct {
+	b    *pebble.Batch // nil: nothing written; answer after earlier groups
+	reqs []*request
+}
+
+// maxGroup bounds the requests merged into one batch.
+const maxGroup = 512
+
+type pebbleLogger struct{ logf func(string, ...any) }
+
+func (l pebbleLogger) Infof(string, ...any) {}
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	if l.logf != nil {
+		l.logf("pebblestore: "+format, args...)
+	}
+}
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	pebble.DefaultLogger.Fatalf(format, args...)
+}
+
+// Open opens (creating if needed) the store in dir.
+func Open(dir string, opts Options) (*DB, error) {
+	if opts.MaxQueueMessages <= 0 {
+		opts.MaxQueueMessages = DefaultMaxQueueMessages
+	}
+	if opts.MaxQueueBytes <= 0 {
+		opts.MaxQueueBytes = DefaultMaxQueueBytes
+	}
+	if opts.DefaultRetention <= 0 {
+		opts.DefaultRetention = DefaultRetention
+	}
+	if opts.DedupWindow == 0 {
+		opts.DedupWindow = DefaultDedupWindow
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	po := &pebble.Options{
+		FS:                 opts.FS,
+		Logger:             pebbleLogger{opts.Logf},
+		FormatMajorVersion: pebble.FormatNewest,
+	}
+	pdb, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("pebblestore: open %s: %w", dir, err)
+	}
+	d := &DB{
+		pdb:   pdb,
+		opts:  opts,
+		reqs:  make(chan *request, 1024),
+		syncq: make(chan *group, 64),
+	}
+	if d.lastBodyID, err = d.recoverLastBodyID(); err != nil {
+		pdb.Close()
+		return nil, err
+	}
+	if d.m, err = newMetrics(opts.Registerer); err != nil {
+		pdb.Close()
+		return nil, err
+	}
+	d.wg.Add(2)
+	go d.runCommitter()
+	go d.runSyncer()
+	return d, nil
+}
+
+// recoverLastBodyID finds the highest body ID in use, so new bodies never
+// reuse the ID of one still referenced.
+func (d *DB) recoverLastBodyID() (uint64, error) {
+	var last uint64
+	for _, t := range []byte{tBody, tRefs} {
+		it, err := d.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{t}, UpperBound: []byte{t + 1}})
+		if err != nil {
+			return 0, fmt.Errorf("pebblestore: open: %w", err)
+		}
+		if it.Last() && len(it.Key()) == 9 {
+			last = max(last, beUint64(it.Key()[1:]))
+		}
+		if err := it.Close(); err != nil {
+			return 0, fmt.Errorf("pebblestore: open: %w", err)
+		}
+	}
+	return last, nil
+}
+
+// Close stops accepting requests, finishes those already taken, and closes
+// the database.
+func (d *DB) Close() error {
+	d.closeMu.Lock()
+	if d.closeMu.closed {
+		d.closeMu.Unlock()
+		return ErrClosed
+	}
+	d.closeMu.closed = true
+	close(d.reqs)
+	d.closeMu.Unlock()
+	d.wg.Wait()
+	if err := d.pdb.Close(); err != nil {
+		return fmt.Errorf("pebblestore: close: %w", err)
+	}
+	return nil
+}
+
+// submit hands o to the committer and waits for its outcome. If ctx ends
+// first the outcome is unknown to the caller (the op may still be applied).
+func (d *DB) submit(ctx context.Context, o op) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &request{op: o, done: make(chan error, 1)}
+	d.closeMu.RLock()
+	if d.closeMu.closed {
+		d.closeMu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case d.reqs <- r:
+	case <-ctx.Done():
+		d.closeMu.RUnlock()
+		return ctx.Err()
+	}
+	d.closeMu.RUnlock()
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (d *DB) runCommitter() {
+	defer d.wg.Done()
+	defer close(d.syncq)
+	reqs := make([]*request, 0, maxGroup)
+	for {
+		r, ok := <-d.reqs
+		if !ok {
+			return
+		}
+		reqs = append(reqs[:0], r)
+	drain:
+		for len(reqs) < maxGroup {
+			select {
+			case r, ok := <-d.reqs:
+				if !ok {
+					break drain
+				}
+				reqs = append(reqs, r)
+			default:
+				break drain
+			}
+		}
+		d.commit(reqs)
+	}
+}
+
+// commit applies reqs as one batch.
+func (d *DB) commit(reqs []*request) {
+	b := d.pdb.NewIndexedBatch()
+	w := &writer{d: d, b: b}
+	var (
+		ok      []*request
+		durable bool
+	)
+	for _, r := range reqs {
+		if err := r.op.apply(w); err != nil {
+			r.done <- err
+			continue
+		}
+		ok = append(ok, r)
+		durable = durable || r.op.durable()
+	}
+	if len(ok) == 0 {
+		b.Close()
+		return
+	}
+	d.m.groupSize.Observe(float64(len(ok)))
+	d.m.batches.Add(1)
+	g := &group{reqs: append([]*request(nil), ok...)}
+	switch {
+	case b.Empty():
+		b.Close()
+		if !durable {
+			answer(g.reqs, nil)
+			return
+		}
+		// Nothing to write, but what the answer relies on (an earlier
+		// Put of the same message) may still be waiting for its sync.
+	case !durable:
+		err := d.pdb.Apply(b, pebble.NoSync)
+		b.Close()
+		answer(g.reqs, wrapErr("apply", err))
+		return
+	case d.opts.pipelineOff:
+		start := time.Now()
+		err := d.pdb.Apply(b, pebble.Sync)
+		d.m.syncSeconds.Observe(time.Since(start).Seconds())
+		b.Close()
+		answer(g.reqs, wrapErr("commit", err))
+		return
+	default:
+		if err := d.pdb.ApplyNoSyncWait(b, pebble.Sync); err != nil {
+			b.Close()
+			answer(g.reqs, wrapErr("commit", err))
+			return
+		}
+		g.b = b
+	}
+	d.syncq <- g
+}
+
+// runSyncer waits for the WAL sync of each applied group, in order, and
+// answers its requests.
+func (d *DB) runSyncer() {
+	defer d.wg.Done()
+	for g := range d.syncq {
+		var err error
+		if g.b != nil {
+			start := time.Now()
+			err = g.b.SyncWait()
+			d.m.syncSeconds.Observe(time.Since(start).Seconds())
+			g.b.Close()
+		}
+		answer(g.reqs, wrapErr("sync", err))
+	}
+}
+
+func answer(reqs []*request, err error) {
+	for _, r := range reqs {
+		r.done <- err
+	}
+}
+
+func wrapErr(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("pebblestore: %s: %w", what, err)
+}
+
+// writer gives ops read-your-writes access to the batch being built.
+type writer struct {
+	d *DB
+	b *pebble.Batch
+}
+
+// get returns a copy of the value at k, or nil, false.
+func (w *writer) get(k []byte) ([]byte, bool, error) {
+	v, c, err := w.b.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("pebblestore: get: %w", err)
+	}
+	v = bytes.Clone(v)
+	if v == nil {
+		v = []byte{}
+	}
+	return v, true, c.Close()
+}
+
+func (w *writer) set(k, v []byte) { _ = w.b.Set(k, v, nil) }
+func (w *writer) del(k []byte)    { _ = w.b.Delete(k, nil) }
+
+// scan calls fn with a copy of each key and value in [lower, upper) as seen
+// by the batch (batch writes over the database), stopping early when fn
+// returns false.
+func (w *writer) scan(lower, upper []byte, fn func(k, v []byte) (bool, error)) error {
+	return scanIter(func(o *pebble.IterOptions) (*pebble.Iterator, error) { return w.b.NewIter(o) }, lower, upper, fn)
+}
+
+// scan is writer.scan over the committed database.
+func (d *DB) scan(lower, upper []byte, fn func(k, v []byte) (bool, error)) error {
+	return scanIter(d.pdb.NewIter, lower, upper, fn)
+}
+
+func scanIter(newIter func(*pebble.IterOptions) (*pebble.Iterator, error), lower, upper []byte, fn func(k, v []byte) (bool, error)) (err error) {
+	it, err := newIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return fmt.Errorf("pebblestore: iterate: %w", err)
+	}
+	defer func() {
+		if cerr := it.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("pebblestore: iterate: %w", cerr)
+		}
+	}()
+	for valid := it.First(); valid; valid = it.Next() {
+		v, verr := it.ValueAndErr()
+		if verr != nil {
+			return fmt.Errorf("pebblestore: iterate: %w", verr)
+		}
+		more, ferr := fn(bytes.Clone(it.Key()), bytes.Clone(v))
+		if ferr != nil || !more {
+			return ferr
+		}
+	}
+	return nil
+}
+
+// Stats are counts for tests and operators.
+type Stats struct {
+	Bodies    int   // bodies stored (scanned)
+	BodyBytes int64 // their total size (scanned)
+	Batches   int64 // batches committed since Open
+	Stored    int64 // entries stored since Open
+	Duplicate int64 // entries refused as duplicates since Open
+	QueueFull int64 // Puts refused for a full queue since Open
+	Acked     int64 // entries deleted by Ack since Open
+	Expired   int64 // entries deleted by Sweep since Open
+}
+
+// Stats scans the bodies (cost proportional to their number) and returns
+// them with the counters.
+func (d *DB) Stats() (Stats, error) {
+	s := Stats{
+		Batches:   d.m.batches.Load(),
+		Stored:    d.m.stored.Load(),
+		Duplicate: d.m.duplicate.Load(),
+		QueueFull: d.m.queueFull.Load(),
+		Acked:     d.m.acked.Load(),
+		Expired:   d.m.expired.Load(),
+	}
+	err := d.scan([]byte{tBody}, []byte{tBody + 1}, func(_, v []byte) (bool, error) {
+		s.Bodies++
+		s.BodyBytes += int64(len(v))
+		return true, nil
+	})
+	return s, err
+}
+
+// Keys calls fn with every key in the database, in order. It exists for
+// tests that check what a purge left behind.
+func (d *DB) Keys(fn func(key []byte)) error {
+	return d.scan(nil, nil, func(k, _ []byte) (bool, error) {
+		fn(k)
+		return true, nil
+	})
+}
+
+// Pebble returns the underlying database, for checkpoints (online backup)
+// and metrics. Writing to it directly breaks the store's invariants.
+func (d *DB) Pebble() *pebble.DB { return d.pdb }
+
+// metrics holds the Prometheus collectors and the counters behind Stats.
+type metrics struct {
+	batches, stored, duplicate, queueFull, acked, expired atomic.Int64
+
+	groupSize   prometheus.Histogram
+	syncSeconds prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		groupSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "sotto", Subsystem: "relay_store", Name: "commit_group_requests",
+			Help:    "Requests merged into one committed batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
+		syncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "sotto", Subsystem: "relay_store", Name: "sync_seconds",
+			Help:    "Time waited for a batch's WAL sync.",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 14),
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "sotto", Subsystem: "relay_store", Name: name, Help: help,
+		}, func() float64 { return float64(v.Load()) })
+	}
+	for _, c := range []prometheus.Collector{
+		m.groupSize, m.syncSeconds,
+		counter("batches_total", "Batches committed.", &m.batches),
+		counter("entries_stored_total", "Queue entries stored.", &m.stored),
+		counter("entries_duplicate_total", "Queue entries refused as duplicates of an earlier send.", &m.duplicate),
+		counter("queue_full_total", "Puts refused because a queue was full.", &m.queueFull),
+		counter("entries_acked_total", "Queue entries deleted by acknowledgement.", &m.acked),
+		counter("entries_expired_total", "Queue entries deleted by the expiry sweep.", &m.expired),
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("pebblestore: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
