@@ -40,6 +40,7 @@ type vectorFile struct {
 // vectorFiles lists every generator. Each area of the protocol adds its own.
 var vectorFiles = []vectorFile{
 	{"identity.txt", 1, genIdentityVectors},
+	{"storekey.txt", 107, genStoreKeyVectors},
 	{"attachment.txt", 106, genAttachmentVectors},
 	{"safety.txt", 105, genSafetyVectors},
 	{"senderkey.txt", 104, genSenderKeyVectors},
