@@ -243,6 +243,10 @@ func Open(dir string, passphrase []byte, opts *Options) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(passphrase) == 0 {
+		// No store is created with an empty passphrase.
+		return nil, ErrWrongPassphrase
+	}
 	key, err := unwrapStoreKey(wrapped, passphrase)
 	if err != nil {
 		return nil, err
@@ -306,6 +310,9 @@ func (d *DB) ChangePassphrase(oldPassphrase, newPassphrase []byte) error {
 	defer d.exit()
 	d.keyMu.Lock()
 	defer d.keyMu.Unlock()
+	if len(oldPassphrase) == 0 {
+		return ErrWrongPassphrase
+	}
 	wrapped, err := readKeyFile(d.fs, d.dir)
 	if err != nil {
 		return err
