@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sotto-im/sotto/client/store"
+	"github.com/sotto-im/sotto/client/store/pebblestore"
 	"github.com/sotto-im/sotto/crypto"
 )
 
@@ -49,6 +50,8 @@ type Options struct {
 	// directory, see client/store/pebblestore). Either them or Store.
 	Dir        string
 	Passphrase []byte
+	// PebbleOptions tunes the default store (nil: defaults).
+	PebbleOptions *pebblestore.Options
 	// Store is an app-provided store; it must keep data encrypted at rest.
 	// The client closes it on Close.
 	Store store.Store

@@ -1,0 +1,379 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/sotto-im/sotto/client"
+	"github.com/sotto-im/sotto/client/internal/testenv"
+	"github.com/sotto-im/sotto/client/store"
+	"github.com/sotto-im/sotto/client/store/memstore"
+	"github.com/sotto-im/sotto/client/store/pebblestore"
+)
+
+func startEnv(t testing.TB) *testenv.Env {
+	t.Helper()
+	env, err := testenv.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(env.Close)
+	return env
+}
+
+func options(env *testenv.Env, st store.Store) client.Options {
+	return client.Options{Store: st, KeyServerURL: env.KeyServerURL, RelayURL: env.RelayURL, TrustRoots: env.TrustRoots}
+}
+
+// party is one client with an event recorder.
+type party struct {
+	t  testing.TB
+	c  *client.Client
+	ev chan client.Event
+}
+
+func newParty(t testing.TB, env *testenv.Env) *party {
+	t.Helper()
+	c, err := client.Create(context.Background(), options(env, memstore.New()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &party{t: t, c: c, ev: make(chan client.Event, 1<<16)}
+	go func() {
+		for ev := range c.Events() {
+			p.ev <- ev
+		}
+		close(p.ev)
+	}()
+	t.Cleanup(func() { c.Close() })
+	return p
+}
+
+// waitFor returns the first event for which match returns true.
+func (p *party) waitFor(what string, match func(client.Event) bool) client.Event {
+	p.t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case ev, ok := <-p.ev:
+			if !ok {
+				p.t.Fatalf("events closed while waiting for %s", what)
+			}
+			if match(ev) {
+				return ev
+			}
+		case <-timeout:
+			p.t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func (p *party) waitMessage(text string) client.Message {
+	p.t.Helper()
+	ev := p.waitFor("message "+text, func(ev client.Event) bool {
+		m, ok := ev.(client.MessageEvent)
+		return ok && m.Message.Text == text
+	})
+	return ev.(client.MessageEvent).Message
+}
+
+// befriend makes a and b contacts of each other and returns the
+// conversation IDs (a's view, b's view).
+func befriend(t testing.TB, a, b *party) (client.ConversationID, client.ConversationID) {
+	t.Helper()
+	ctx := context.Background()
+	cb, err := a.c.AddContact(ctx, b.c.Invite(false).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := b.c.AddContact(ctx, a.c.Invite(true).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cb.Conversation, ca.Conversation
+}
+
+func TestTwoAccountsBothWays(t *testing.T) {
+	env := startEnv(t)
+	alice, bob := newParty(t, env), newParty(t, env)
+	ab, ba := befriend(t, alice, bob)
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := alice.c.Send(ctx, ab, client.Text(fmt.Sprintf("hello bob %d", i))); err != nil {
+			t.Fatal(err)
+		}
+		m := bob.waitMessage(fmt.Sprintf("hello bob %d", i))
+		if m.From != alice.c.Account() || m.Conversation != ba {
+			t.Fatalf("bob got %+v", m)
+		}
+		if _, err := bob.c.Send(ctx, ba, client.Text(fmt.Sprintf("hello alice %d", i))); err != nil {
+			t.Fatal(err)
+		}
+		alice.waitMessage(fmt.Sprintf("hello alice %d", i))
+	}
+	hist, err := bob.c.History(ctx, ba, time.Time{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != 6 {
+		t.Fatalf("bob's history has %d messages, want 6", len(hist))
+	}
+}
+
+func TestReceiptsTypingReactionsEditsDeletes(t *testing.T) {
+	env := startEnv(t)
+	alice, bob := newParty(t, env), newParty(t, env)
+	ab, ba := befriend(t, alice, bob)
+	ctx := context.Background()
+	id, err := alice.c.Send(ctx, ab, client.Text("how are you"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := bob.waitMessage("how are you")
+	// Delivery receipt: alice's copy moves to delivered.
+	alice.waitFor("delivered", func(ev client.Event) bool {
+		r, ok := ev.(client.ReceiptEvent)
+		return ok && r.Status == client.StatusDelivered && len(r.IDs) == 1 && r.IDs[0] == id
+	})
+	if err := bob.c.MarkRead(ctx, ba, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitFor("read", func(ev client.Event) bool {
+		r, ok := ev.(client.ReceiptEvent)
+		return ok && r.Status == client.StatusRead
+	})
+	if got, _ := alice.c.Message(ctx, ab, id); got.Status != client.StatusRead {
+		t.Fatalf("status = %v, want read", got.Status)
+	}
+	// Typing (ephemeral).
+	if err := bob.c.SetTyping(ctx, ba, true); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitFor("typing", func(ev client.Event) bool {
+		ty, ok := ev.(client.TypingEvent)
+		return ok && ty.Typing && ty.From == bob.c.Account() && ty.Conversation == ab
+	})
+	// Reaction.
+	if err := bob.c.React(ctx, ba, m.ID, "👍"); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitFor("reaction", func(ev client.Event) bool {
+		u, ok := ev.(client.UpdateEvent)
+		return ok && u.Message.Reactions[bob.c.Account()] == "👍"
+	})
+	// Edit.
+	if err := alice.c.Edit(ctx, ab, id, "how are you doing"); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitFor("edit", func(ev client.Event) bool {
+		u, ok := ev.(client.UpdateEvent)
+		return ok && u.Message.Text == "how are you doing" && u.Message.Edited
+	})
+	// Bob cannot edit alice's message.
+	if err := bob.c.Edit(ctx, ba, m.ID, "forged"); err == nil {
+		t.Fatal("bob edited alice's message")
+	}
+	// Delete for everyone.
+	if err := alice.c.Delete(ctx, ab, id); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitFor("delete", func(ev client.Event) bool {
+		u, ok := ev.(client.UpdateEvent)
+		return ok && u.Message.Deleted && u.Message.Text == ""
+	})
+	got, err := bob.c.Message(ctx, ba, m.ID)
+	if err != nil || !got.Deleted || got.Text != "" {
+		t.Fatalf("bob's copy after delete: %+v, %v", got, err)
+	}
+}
+
+func TestHistoryPagingSeekAndSearch(t *testing.T) {
+	env := startEnv(t)
+	alice, bob := newParty(t, env), newParty(t, env)
+	ab, ba := befriend(t, alice, bob)
+	ctx := context.Background()
+	const n = 25
+	var mid time.Time
+	for i := range n {
+		if _, err := alice.c.Send(ctx, ab, client.Text(fmt.Sprintf("message %02d", i))); err != nil {
+			t.Fatal(err)
+		}
+		m := bob.waitMessage(fmt.Sprintf("message %02d", i))
+		if i == 10 {
+			mid = m.Sent
+		}
+		time.Sleep(2 * time.Millisecond) // distinct millisecond sent times
+	}
+	// Page backwards 10 at a time.
+	var all []client.Message
+	before := time.Time{}
+	for {
+		page, err := bob.c.History(ctx, ba, before, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		all = append(all, page...)
+		before = page[len(page)-1].Sent
+	}
+	if len(all) != n {
+		t.Fatalf("paged %d messages, want %d", len(all), n)
+	}
+	for i, m := range all {
+		if want := fmt.Sprintf("message %02d", n-1-i); m.Text != want {
+			t.Fatalf("page order: got %q at %d, want %q", m.Text, i, want)
+		}
+	}
+	since, err := bob.c.HistorySince(ctx, ba, mid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(since) != n-10 || since[len(since)-1].Text != "message 10" {
+		t.Fatalf("seek by time: %d messages, oldest %q", len(since), since[len(since)-1].Text)
+	}
+	res, err := bob.c.Search(ctx, "MESSAGE 1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 10 { // 10..19
+		t.Fatalf("search found %d, want 10", len(res))
+	}
+}
+
+func TestSafetyNumbers(t *testing.T) {
+	env := startEnv(t)
+	alice, bob := newParty(t, env), newParty(t, env)
+	befriend(t, alice, bob)
+	ctx := context.Background()
+	sa, err := alice.c.SafetyNumber(ctx, bob.c.Account())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := bob.c.SafetyNumber(ctx, alice.c.Account())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sa.String() != sb.String() || len(sa.Digits()) != 60 {
+		t.Fatalf("safety numbers differ: %s / %s", sa, sb)
+	}
+	if err := sb.VerifyScanned(sa.QRPayload()); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.c.SetVerified(ctx, bob.c.Account(), true); err != nil {
+		t.Fatal(err)
+	}
+	if ct, _ := alice.c.Contact(ctx, bob.c.Account()); !ct.Verified {
+		t.Fatal("not verified")
+	}
+}
+
+func newDiskParty(t testing.TB, env *testenv.Env, dir string, create bool) *party {
+	t.Helper()
+	opts := options(env, nil)
+	opts.Dir, opts.Passphrase = dir, []byte("correct horse")
+	opts.PebbleOptions = &pebblestore.Options{ScryptWorkFactor: 10}
+	open := client.Open
+	if create {
+		open = client.Create
+	}
+	c, err := open(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &party{t: t, c: c, ev: make(chan client.Event, 1<<16)}
+	go func() {
+		for ev := range c.Events() {
+			p.ev <- ev
+		}
+		close(p.ev)
+	}()
+	t.Cleanup(func() { c.Close() })
+	return p
+}
+
+func TestOfflineRecipientGetsAllInOrder(t *testing.T) {
+	env := startEnv(t)
+	dir := t.TempDir()
+	alice, bob := newParty(t, env), newDiskParty(t, env, dir, true)
+	ab, _ := befriend(t, alice, bob)
+	bobAccount := bob.c.Account()
+	if err := bob.c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const n = 1000
+	var lastID client.MessageID
+	for i := range n {
+		id, err := alice.c.Send(ctx, ab, client.Text(fmt.Sprintf("offline %04d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lastID = id
+	}
+	// Wait until the relay holds them all.
+	alice.waitFor("last message sent", func(ev client.Event) bool {
+		u, ok := ev.(client.UpdateEvent)
+		return ok && u.Message.ID == lastID && u.Message.Status == client.StatusSent
+	})
+	bob = newDiskParty(t, env, dir, false)
+	if bob.c.Account() != bobAccount {
+		t.Fatal("reopened another account")
+	}
+	for i := range n {
+		m := bob.waitFor("next message", func(ev client.Event) bool {
+			_, ok := ev.(client.MessageEvent)
+			return ok
+		}).(client.MessageEvent).Message
+		if want := fmt.Sprintf("offline %04d", i); m.Text != want {
+			t.Fatalf("message %d: got %q, want %q", i, m.Text, want)
+		}
+	}
+	hist, err := bob.c.History(ctx, directConv(t, bob, alice), time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != n {
+		t.Fatalf("history holds %d, want %d (none twice)", len(hist), n)
+	}
+}
+
+func directConv(t testing.TB, self, peer *party) client.ConversationID {
+	ct, err := self.c.Contact(context.Background(), peer.c.Account())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ct.Conversation
+}
+
+func TestOneTimePreKeysExhausted(t *testing.T) {
+	env := startEnv(t)
+	bob := newParty(t, env)
+	bobAddr := bob.c.Address()
+	env.DrainPreKeys(bobAddr)
+	ctx := context.Background()
+	// Three newcomers start sessions with no one-time prekey left.
+	for i := range 3 {
+		p := newParty(t, env)
+		ct, err := p.c.AddContact(ctx, bob.c.Invite(false).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := fmt.Sprintf("no one-time prekeys %d", i)
+		if _, err := p.c.Send(ctx, ct.Conversation, client.Text(text)); err != nil {
+			t.Fatal(err)
+		}
+		bob.waitMessage(text)
+	}
+	// Bob refills.
+	deadline := time.Now().Add(10 * time.Second)
+	for env.OneTimePreKeys(bobAddr) < client.PreKeyRefillThreshold {
+		if time.Now().After(deadline) {
+			t.Fatalf("one-time prekeys not refilled: %d", env.OneTimePreKeys(bobAddr))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
