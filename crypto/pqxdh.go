@@ -1,6 +1,7 @@
 package crypto
 
 import (
+	"bytes"
 	"crypto/ecdh"
 	"crypto/hkdf"
 	"crypto/mlkem"
@@ -246,7 +247,7 @@ func accept(ik *IdentityPrivateKey, self Address, keys PreKeyLookup, m *message)
 	}
 	clear(sk[:])
 	s.ad = s.computeAD()
-	pt, err := s.ratchet.decrypt(m, s.ad)
+	pt, err := s.ratchet.decrypt(m, append(bytes.Clone(s.ad), m.prefix...))
 	if err != nil {
 		return nil, nil, used, err
 	}

@@ -143,23 +143,24 @@ func (r *ratchetState) encrypt(prefix []byte, sessionAD, plaintext []byte) ([]by
 		return nil, fmt.Errorf("crypto: ratchet: sending chain exhausted")
 	}
 	h := header{dh: r.selfPub, pn: r.prevSendN, n: r.sendN}
-	msg := make([]byte, 0, len(prefix)+headerSize+len(plaintext)+aeadTagSize)
-	msg = append(msg, prefix...)
-	msg = h.append(msg)
-	ad := make([]byte, 0, len(sessionAD)+len(msg))
-	ad = append(append(ad, sessionAD...), msg...)
+	// One buffer holds session AD || prefix || header || ciphertext; the
+	// message is its tail, so the associated data costs no second buffer.
+	buf := make([]byte, 0, len(sessionAD)+len(prefix)+headerSize+len(plaintext)+aeadTagSize)
+	buf = append(buf, sessionAD...)
+	buf = append(buf, prefix...)
+	buf = h.append(buf)
 	mk, next := r.send.next()
-	msg = mk.seal(msg, plaintext, ad)
+	buf = mk.seal(buf, plaintext, buf)
 	r.send = next
 	r.sendN++
-	return msg, nil
+	return buf[len(sessionAD):], nil
 }
 
-// decrypt opens a parsed message. It implements PROTOCOL.md §4.4
-// (receiving). The state changes only if it returns a nil error.
-func (r *ratchetState) decrypt(m *message, sessionAD []byte) ([]byte, error) {
-	ad := make([]byte, 0, len(sessionAD)+len(m.prefix))
-	ad = append(append(ad, sessionAD...), m.prefix...)
+// decrypt opens a parsed message; ad is the session AD followed by the
+// message's prefix (everything before the ciphertext). It implements
+// PROTOCOL.md §4.4 (receiving). The state changes only if it returns a
+// nil error.
+func (r *ratchetState) decrypt(m *message, ad []byte) ([]byte, error) {
 	h := &m.header
 
 	i := len(r.chains) - 1

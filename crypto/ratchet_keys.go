@@ -87,13 +87,14 @@ func (ck chainKey) next() (messageKey, chainKey) {
 // aead expands the message key into an AES-256-GCM key and nonce. It
 // implements PROTOCOL.md §4.1 (message keys):
 //
-//	aead key || nonce = HKDF-SHA-256(salt = 0^32, ikm = message key, info = "sotto/v1 ratchet message keys", L = 44)
+//	aead key || nonce = HKDF-Expand-SHA-256(PRK = message key, info = "sotto/v1 ratchet message keys", L = 44)
 //
-// The nonce is fixed by the key because every message key encrypts one
-// message only.
+// The message key is already a uniformly random 32-byte key (an HMAC
+// output), so HKDF-Extract is skipped as RFC 5869 §3.3 allows. The nonce
+// is fixed by the key because every message key encrypts one message
+// only.
 func (mk messageKey) aead() (cipher.AEAD, []byte) {
-	var zeroSalt [sha256.Size]byte
-	out, err := hkdf.Key(sha256.New, mk.b[:], zeroSalt[:], labelRatchetMessage, aeadKeySize+aeadNonceSize)
+	out, err := hkdf.Expand(sha256.New, mk.b[:], labelRatchetMessage, aeadKeySize+aeadNonceSize)
 	if err != nil {
 		panic("crypto: HKDF failed: " + err.Error())
 	}

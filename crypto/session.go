@@ -56,6 +56,7 @@ type Session struct {
 
 	ad             []byte      // the session associated data (§3.3), derived
 	remoteIdentity IdentityKey // parsed remoteID, filled lazily
+	scratch        []byte      // reused buffer for associated data
 }
 
 // InitiateSession starts a session with the device that published bundle,
@@ -152,7 +153,8 @@ func (s *Session) Decrypt(msg []byte) ([]byte, error) {
 			return nil, ErrDecrypt
 		}
 	}
-	pt, err := s.ratchet.decrypt(m, s.ad)
+	s.scratch = append(append(s.scratch[:0], s.ad...), m.prefix...)
+	pt, err := s.ratchet.decrypt(m, s.scratch)
 	if err != nil {
 		return nil, err
 	}

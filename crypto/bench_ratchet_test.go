@@ -1,0 +1,202 @@
+package crypto
+
+import (
+	"bytes"
+	"testing"
+)
+
+// Benchmarks of PQXDH and the Double Ratchet, named as in the project's
+// benchmark list (DESIGN.md "Performance targets"):
+//
+//	go test -run '^$' -bench 'PQXDH|Ratchet|WireOverhead' -count 5 ./crypto
+
+func BenchmarkPQXDH(b *testing.B) {
+	a, bd := newTestDevice(b, 1), newTestDevice(b, 2)
+	bundle := bd.bundle(true, true)
+	pt := bytes.Repeat([]byte{'x'}, 64)
+	initiate := func() []byte {
+		s, err := InitiateSession(a.ik, a.addr, bundle)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m, err := s.Encrypt(pt)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return m
+	}
+	accept := func(m []byte) {
+		// The one-time keys stay in the store, so one message can be
+		// accepted repeatedly: the cost is the same.
+		if _, _, _, err := AcceptSession(bd.ik, bd.addr, bd, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("initiator", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			initiate()
+		}
+	})
+	b.Run("responder", func(b *testing.B) {
+		m := initiate()
+		b.ReportAllocs()
+		for b.Loop() {
+			accept(m)
+		}
+	})
+	b.Run("both", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			accept(initiate())
+		}
+	})
+}
+
+// benchSessions returns Alice and Bob after a full round trip, so that
+// both are in the steady state (ratchet messages, no prekey fields).
+func benchSessions(b *testing.B) (alice, bob *Session) {
+	alice, bob, _, _ = newTestSessions(b)
+	sessDecrypt(b, alice, sessEncrypt(b, bob, "r"), "r")
+	sessDecrypt(b, bob, sessEncrypt(b, alice, "a"), "a")
+	return alice, bob
+}
+
+func BenchmarkRatchet(b *testing.B) {
+	sizes := []struct {
+		name string
+		n    int
+	}{{"64B", 64}, {"1KiB", 1024}}
+	for _, size := range sizes {
+		pt := bytes.Repeat([]byte{'x'}, size.n)
+		b.Run("encrypt/"+size.name+"/memory", func(b *testing.B) {
+			alice, _ := benchSessions(b)
+			b.SetBytes(int64(size.n))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := alice.Encrypt(pt); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("encrypt/"+size.name+"/serialized", func(b *testing.B) {
+			alice, _ := benchSessions(b)
+			b.SetBytes(int64(size.n))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := alice.Encrypt(pt); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := alice.MarshalBinary(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("decrypt/"+size.name+"/memory", func(b *testing.B) {
+			alice, bob := benchSessions(b)
+			msgs := make([][]byte, b.N)
+			for i := range msgs {
+				msgs[i], _ = alice.Encrypt(pt)
+			}
+			b.SetBytes(int64(size.n))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := bob.Decrypt(msgs[i]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("decrypt/"+size.name+"/serialized", func(b *testing.B) {
+			alice, bob := benchSessions(b)
+			msgs := make([][]byte, b.N)
+			for i := range msgs {
+				msgs[i], _ = alice.Encrypt(pt)
+			}
+			state := sessMarshal(b, bob)
+			b.SetBytes(int64(size.n))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				s, err := ParseSession(state)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := s.Decrypt(msgs[i]); err != nil {
+					b.Fatal(err)
+				}
+				if state, err = s.MarshalBinary(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("pingpong", func(b *testing.B) {
+		alice, bob := benchSessions(b)
+		pt := bytes.Repeat([]byte{'x'}, 64)
+		b.ReportAllocs()
+		for b.Loop() {
+			m, _ := alice.Encrypt(pt)
+			if _, err := bob.Decrypt(m); err != nil {
+				b.Fatal(err)
+			}
+			m, _ = bob.Encrypt(pt)
+			if _, err := alice.Decrypt(m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("out-of-order", func(b *testing.B) {
+		// Messages of one chain delivered in reverse order, in batches of
+		// 64: the first decrypt of a batch skips 63 keys, the others use
+		// stored skipped keys. Reported per message.
+		const batch = 64
+		alice, bob := benchSessions(b)
+		pt := bytes.Repeat([]byte{'x'}, 64)
+		msgs := make([][]byte, batch)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for done := 0; done < b.N; {
+			b.StopTimer()
+			for i := range msgs {
+				msgs[i], _ = alice.Encrypt(pt)
+			}
+			b.StartTimer()
+			for i := batch - 1; i >= 0 && done < b.N; i-- {
+				if _, err := bob.Decrypt(msgs[i]); err != nil {
+					b.Fatal(err)
+				}
+				done++
+			}
+		}
+	})
+}
+
+// BenchmarkWireOverhead reports the bytes a message adds to a 64-byte
+// plaintext: steady-B for a ratchet message, prekey-B for a prekey
+// message (PROTOCOL.md §3.4, §4.3). The sealed-sender and group figures
+// are reported by BenchmarkWireOverheadEnvelopes.
+func BenchmarkWireOverhead(b *testing.B) {
+	a, bd := newTestDevice(b, 1), newTestDevice(b, 2)
+	alice, err := InitiateSession(a.ik, a.addr, bd.bundle(true, true))
+	if err != nil {
+		b.Fatal(err)
+	}
+	pt := bytes.Repeat([]byte{'x'}, 64)
+	pre, _ := alice.Encrypt(pt)
+	bob, _, _, err := AcceptSession(bd.ik, bd.addr, bd, pre)
+	if err != nil {
+		b.Fatal(err)
+	}
+	reply, _ := bob.Encrypt(pt)
+	if _, err := alice.Decrypt(reply); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	var steady []byte
+	for b.Loop() {
+		steady, _ = alice.Encrypt(pt)
+	}
+	b.ReportMetric(float64(len(steady)-len(pt)), "steady-B")
+	b.ReportMetric(float64(len(pre)-len(pt)), "prekey-B")
+}
