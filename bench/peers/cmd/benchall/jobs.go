@@ -1,0 +1,415 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// job is one command run once per round; its output is parsed into results under its id.
+type job struct {
+	id     string // results key prefix, e.g. "sotto/crypto"
+	system string // who is measured: sotto, libsignal-go, libsignal, nats, floor
+	kind   string // "gotest", "node" or "cmd"
+
+	// gotest: a package's test binary
+	module string // "main" or "peers"
+	pkg    string // package path relative to the module root, e.g. "./crypto"
+	bench  string // -test.bench regexp
+	// benchtime and count per round, full and quick
+	benchtime, quickBenchtime string
+	count, quickCount         int
+	extra, quickExtra         []string
+
+	// cmd: a binary built from the main module
+	cmdPkg  string
+	cmdArgs func(o *options) []string
+
+	timeout time.Duration
+
+	bin  string // built binary
+	dir  string // working directory for runs
+	skip string // why it is not run (missing package, no node, ...)
+	note string // something to say about a run that is not an error
+	errs []string
+}
+
+// allJobs lists every job in the order a round runs them: each group of Sotto's figures next to
+// the references and floors they are compared with.
+func allJobs(o *options) []*job {
+	crypto := func(id, system, module, pkg, bench string) *job {
+		return &job{id: id, system: system, kind: "gotest", module: module, pkg: pkg, bench: bench,
+			benchtime: "400ms", quickBenchtime: "40ms", count: 2, quickCount: 1, timeout: 6 * time.Minute}
+	}
+	return []*job{
+		crypto("sotto/crypto", "sotto", "main", "./crypto", "."),
+		crypto("peers/libsignalgo", "libsignal-go", "peers", "./libsignalgo", "."),
+		{id: "libsignal/node", system: "libsignal", kind: "node", timeout: 6 * time.Minute},
+		crypto("peers/floor", "floor", "peers", "./floor", "^BenchmarkFloor$"),
+		{id: "sotto/relay-load", system: "sotto", kind: "cmd", cmdPkg: "./cmd/sotto-load",
+			cmdArgs: relayLoadArgs, timeout: 6 * time.Minute},
+		{id: "sotto/relay-store", system: "sotto", kind: "gotest", module: "main", pkg: "./relay/store", bench: ".",
+			benchtime: "1s", quickBenchtime: "100ms", count: 1, quickCount: 1, timeout: 6 * time.Minute},
+		{id: "peers/jetstream", system: "nats", kind: "gotest", module: "peers", pkg: "./jetstream", bench: ".",
+			benchtime: "", count: 1, quickCount: 1, timeout: 8 * time.Minute},
+		{id: "peers/disk", system: "floor", kind: "gotest", module: "peers", pkg: "./floor", bench: "^BenchmarkDisk$",
+			benchtime: "2s", quickBenchtime: "300ms", count: 1, quickCount: 1, timeout: 2 * time.Minute},
+		{id: "sotto/keyserver", system: "sotto", kind: "gotest", module: "main", pkg: "./keyserver", bench: "BundleFetch",
+			benchtime: "2s", quickBenchtime: "200ms", count: 1, quickCount: 1, timeout: 5 * time.Minute},
+		{id: "sotto/client", system: "sotto", kind: "gotest", module: "main", pkg: "./client", bench: "ClientToClient",
+			benchtime: "3s", quickBenchtime: "300ms", count: 1, quickCount: 1, timeout: 5 * time.Minute},
+	}
+}
+
+// relayLoadArgs are the flags of Sotto's load generator; they are filled in from its README once
+// it lands (see prepare: a missing command is reported as missing).
+func relayLoadArgs(o *options) []string {
+	if o.quick {
+		return []string{"-quick"}
+	}
+	return nil
+}
+
+func (j *job) prepare(ctx context.Context, o *options) {
+	switch j.kind {
+	case "gotest":
+		j.prepareGoTest(ctx, o)
+	case "node":
+		j.prepareNode(ctx, o)
+	case "cmd":
+		j.prepareCmd(ctx, o)
+	}
+}
+
+func (j *job) moduleDir(o *options) string {
+	if j.module == "peers" {
+		return o.peer
+	}
+	return o.root
+}
+
+// builds makes each test binary once, however many jobs use it.
+type builds struct {
+	mu sync.Mutex
+	m  map[string]*build
+}
+
+type build struct {
+	once sync.Once
+	bin  string
+	skip string
+}
+
+func (b *builds) get(key string) *build {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.m == nil {
+		b.m = map[string]*build{}
+	}
+	if b.m[key] == nil {
+		b.m[key] = &build{}
+	}
+	return b.m[key]
+}
+
+func (j *job) prepareGoTest(ctx context.Context, o *options) {
+	mod := j.moduleDir(o)
+	j.dir = filepath.Join(mod, filepath.FromSlash(j.pkg))
+	key := j.module + j.pkg
+	bd := o.builds.get(key)
+	bd.once.Do(func() {
+		if st, err := os.Stat(j.dir); err != nil || !st.IsDir() {
+			bd.skip = "missing: package " + j.pkg + " not present"
+			return
+		}
+		bin := filepath.Join(o.tmp, strings.NewReplacer("/", "_", ".", "").Replace(key)+".test")
+		cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", bin, j.pkg)
+		cmd.Dir = mod
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			bd.skip = "missing: " + j.pkg + " does not build: " + firstLine(out)
+			return
+		}
+		if _, err := os.Stat(bin); err != nil {
+			bd.skip = "missing: " + j.pkg + " has no test files"
+			return
+		}
+		bd.bin = bin
+	})
+	j.bin, j.skip = bd.bin, bd.skip
+}
+
+func (j *job) prepareCmd(ctx context.Context, o *options) {
+	dir := filepath.Join(o.root, filepath.FromSlash(j.cmdPkg))
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		j.skip = "missing: " + j.cmdPkg + " not present"
+		return
+	}
+	j.bin = filepath.Join(o.tmp, filepath.Base(j.cmdPkg))
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", j.bin, j.cmdPkg)
+	cmd.Dir = o.root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		j.skip = "missing: " + j.cmdPkg + " does not build: " + firstLine(out)
+		return
+	}
+	j.dir = o.tmp
+}
+
+// prepareNode installs the libsignal benchmark's npm dependencies (npm ci, from its lock file)
+// into a directory in the user's cache, outside the repository, and copies bench.mjs beside them
+// so that Node resolves the package from there.
+func (j *job) prepareNode(ctx context.Context, o *options) {
+	if o.skipNode {
+		j.skip = "skipped (-no-node)"
+		return
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		j.skip = "skipped: node is not installed"
+		return
+	}
+	if _, err := exec.LookPath("npm"); err != nil {
+		j.skip = "skipped: npm is not installed"
+		return
+	}
+	for _, f := range []string{"bench.mjs", "package.json", "package-lock.json"} {
+		if _, err := os.Stat(filepath.Join(o.libsignal, f)); err != nil {
+			j.skip = "skipped: " + f + " not found in " + o.libsignal + " (set -libsignal)"
+			return
+		}
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	dir := filepath.Join(cache, "sotto-bench", "libsignal-node")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		j.skip = "skipped: " + err.Error()
+		return
+	}
+	lock, _ := os.ReadFile(filepath.Join(o.libsignal, "package-lock.json"))
+	old, _ := os.ReadFile(filepath.Join(dir, "package-lock.json"))
+	_, haveMods := os.Stat(filepath.Join(dir, "node_modules", "@signalapp", "libsignal-client", "package.json"))
+	for _, f := range []string{"bench.mjs", "package.json", "package-lock.json"} {
+		b, err := os.ReadFile(filepath.Join(o.libsignal, f))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, f), b, 0o644)
+		}
+		if err != nil {
+			j.skip = "skipped: " + err.Error()
+			return
+		}
+	}
+	if haveMods != nil || !bytes.Equal(lock, old) {
+		logf(o, "  npm ci in %s", dir)
+		cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			j.skip = "skipped: npm ci failed: " + firstLine(out)
+			return
+		}
+	}
+	j.dir = dir
+	j.bin = "node"
+}
+
+func firstLine(b []byte) string {
+	for _, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		if l != "" && !strings.HasPrefix(l, "#") {
+			if len(l) > 160 {
+				l = l[:160] + "…"
+			}
+			return l
+		}
+	}
+	return "(no output)"
+}
+
+func (j *job) run(ctx context.Context, o *options, res *results) error {
+	ctx, cancel := context.WithTimeout(ctx, j.timeout)
+	defer cancel()
+	switch j.kind {
+	case "gotest":
+		return j.runGoTest(ctx, o, res)
+	case "node":
+		return j.runNode(ctx, o, res)
+	case "cmd":
+		return j.runCmd(ctx, o, res)
+	}
+	return fmt.Errorf("unknown job kind %q", j.kind)
+}
+
+func (j *job) goTestArgs(o *options) []string {
+	bt, count, extra := j.benchtime, j.count, j.extra
+	if o.quick {
+		bt, count, extra = j.quickBenchtime, j.quickCount, j.quickExtra
+	}
+	args := []string{"-test.run", "^$", "-test.bench", j.bench, "-test.count", strconv.Itoa(max(count, 1)),
+		"-test.timeout", j.timeout.String()}
+	if bt != "" {
+		args = append(args, "-test.benchtime", bt)
+	}
+	return append(args, extra...)
+}
+
+func (j *job) runGoTest(ctx context.Context, o *options, res *results) error {
+	args := j.goTestArgs(o)
+	if j.id == "peers/jetstream" {
+		// Throughput runs publish a fixed number of messages (SyncAlways is an order of magnitude
+		// slower, so fewer); the latency runs publish at 2,000 msgs/s for a fixed time.
+		n, ns, lat := "30000x", "4000x", "-js.latency=4s"
+		if o.quick {
+			n, ns, lat = "5000x", "1000x", "-js.latency=1s"
+		}
+		args = append(args, lat)
+		for _, run := range [][2]string{
+			{"^BenchmarkJetStream$/^throughput$/^default$", n},
+			{"^BenchmarkJetStream$/^throughput$/^syncalways$", ns},
+			{"^BenchmarkJetStream$/^latency$", "1x"},
+		} {
+			if err := j.exec(ctx, res, append(args, "-test.bench", run[0], "-test.benchtime", run[1])); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return j.exec(ctx, res, args)
+}
+
+func (j *job) exec(ctx context.Context, res *results, args []string) error {
+	cmd := exec.CommandContext(ctx, j.bin, args...)
+	cmd.Dir = j.dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	n := parseGoBench(out, j.id, res)
+	if err != nil {
+		return fmt.Errorf("%v: %s%s", err, firstFail(out), firstLine(stderr.Bytes()))
+	}
+	if n == 0 {
+		// The package builds but has none of the benchmarks yet: its rows show as missing.
+		j.note = "no matching benchmarks yet"
+	}
+	return nil
+}
+
+func firstFail(out []byte) string {
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "FAIL") || strings.Contains(l, "panic") || strings.Contains(l, "_test.go:") {
+			return strings.TrimSpace(l) + " "
+		}
+	}
+	return ""
+}
+
+var procSuffix = regexp.MustCompile(`-\d+$`)
+
+// parseGoBench reads `go test -bench` output lines:
+// BenchmarkName-2  N  v1 unit1  v2 unit2 ...
+func parseGoBench(out []byte, id string, res *results) int {
+	n := 0
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		if _, err := strconv.Atoi(f[1]); err != nil {
+			continue
+		}
+		name := procSuffix.ReplaceAllString(strings.TrimPrefix(f[0], "Benchmark"), "")
+		for i := 2; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				continue
+			}
+			res.add(id+":"+name, f[i+1], v)
+		}
+		n++
+	}
+	return n
+}
+
+func (j *job) runNode(ctx context.Context, o *options, res *results) error {
+	cmd := exec.CommandContext(ctx, "node", "bench.mjs", "--single")
+	cmd.Dir = j.dir
+	ms, warm := "700", "200"
+	if o.quick {
+		ms, warm = "60", "20"
+	}
+	cmd.Env = append(os.Environ(), "MIN_MS="+ms, "WARM_MS="+warm)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("node: %v: %s", err, lastLine(stderr.Bytes()))
+	}
+	var r struct {
+		Throughput map[string]struct {
+			UsPerOp float64 `json:"us_per_op"`
+		} `json:"throughput"`
+		Wire map[string]float64 `json:"wire"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return fmt.Errorf("node output: %w", err)
+	}
+	for name, t := range r.Throughput {
+		res.add(j.id+":"+name, "us/op", t.UsPerOp)
+	}
+	for name, v := range r.Wire {
+		res.add(j.id+":"+name, "B", v)
+	}
+	return nil
+}
+
+func lastLine(b []byte) string {
+	ls := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return ls[len(ls)-1]
+}
+
+// runCmd runs a load generator that prints one JSON object per line; every numeric field of
+// every line is recorded under the line's "workload" (or "name") field.
+func (j *job) runCmd(ctx context.Context, o *options, res *results) error {
+	cmd := exec.CommandContext(ctx, j.bin, j.cmdArgs(o)...)
+	cmd.Dir = j.dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	n := 0
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) != nil {
+			continue
+		}
+		name, _ := m["workload"].(string)
+		if name == "" {
+			name, _ = m["name"].(string)
+		}
+		for k, v := range m {
+			if f, ok := v.(float64); ok {
+				res.add(j.id+":"+name, k, f)
+				n++
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, lastLine(stderr.Bytes()))
+	}
+	if n == 0 {
+		return errors.New("no JSON figures in output")
+	}
+	return nil
+}
