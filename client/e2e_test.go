@@ -1,8 +1,14 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -375,5 +381,175 @@ func TestOneTimePreKeysExhausted(t *testing.T) {
 			t.Fatalf("one-time prekeys not refilled: %d", env.OneTimePreKeys(bobAddr))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestStoreNeverHoldsPlaintext(t *testing.T) {
+	env := startEnv(t)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	alice, bob := newDiskParty(t, env, dirA, true), newDiskParty(t, env, dirB, true)
+	ab, ba := befriend(t, alice, bob)
+	ctx := context.Background()
+	const marker = "PLAINTEXT-MARKER-7c1e9a"
+	if _, err := alice.c.Send(ctx, ab, client.Text(marker+" from alice")); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitMessage(marker + " from alice")
+	if _, err := bob.c.Send(ctx, ba, client.Text(marker+" from bob")); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitMessage(marker + " from bob")
+	// The marker is searchable through the client...
+	if res, _ := bob.c.Search(ctx, marker, 0); len(res) != 2 {
+		t.Fatalf("search found %d messages, want 2", len(res))
+	}
+	alice.c.Close()
+	bob.c.Close()
+	// ...and nowhere on disk, nor the contact's account ID.
+	aliceID := alice.c.Account()
+	for _, dir := range []string{dirA, dirB} {
+		scanDir(t, dir, []byte(marker))
+		scanDir(t, dir, []byte(aliceID.String()))
+		scanDir(t, dir, aliceID[:])
+	}
+}
+
+func scanDir(t *testing.T, dir string, needle []byte) {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		n++
+		if bytes.Contains(b, needle) {
+			t.Errorf("%s contains %q", path, needle)
+		}
+		return nil
+	})
+	if err != nil || n == 0 {
+		t.Fatalf("scanned %d files: %v", n, err)
+	}
+}
+
+func TestPassphrase(t *testing.T) {
+	env := startEnv(t)
+	dir := t.TempDir()
+	p := newDiskParty(t, env, dir, true)
+	account := p.c.Account()
+	if err := p.c.ChangePassphrase([]byte("correct horse"), []byte("battery staple")); err != nil {
+		t.Fatal(err)
+	}
+	p.c.Close()
+	opts := options(env, nil)
+	opts.Dir, opts.PebbleOptions = dir, &pebblestore.Options{ScryptWorkFactor: 10}
+	opts.Passphrase = []byte("correct horse")
+	if _, err := client.Open(context.Background(), opts); !errors.Is(err, pebblestore.ErrWrongPassphrase) {
+		t.Fatalf("old passphrase: err = %v, want ErrWrongPassphrase", err)
+	}
+	opts.Passphrase = []byte("battery staple")
+	c, err := client.Open(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Account() != account {
+		t.Fatal("another account")
+	}
+}
+
+func TestRelayStoppedMidConversation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the relay to be down ten seconds")
+	}
+	env := startEnv(t)
+	alice, bob := newParty(t, env), newParty(t, env)
+	ab, _ := befriend(t, alice, bob)
+	ctx := context.Background()
+	send := func(from, to int) {
+		for i := from; i < to; i++ {
+			if _, err := alice.c.Send(ctx, ab, client.Text(fmt.Sprintf("m%03d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send(0, 20)
+	bob.waitMessage("m019")
+	if err := env.StopRelay(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	send(20, 60) // queued in alice's outbox while the relay is down
+	time.Sleep(10*time.Second - time.Since(stopped))
+	if err := env.StartRelay(); err != nil {
+		t.Fatal(err)
+	}
+	send(60, 80)
+	bob.waitMessage("m079")
+	hist, err := bob.c.History(ctx, directConv(t, bob, alice), time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, m := range hist {
+		seen[m.Text]++
+	}
+	for i := range 80 {
+		if n := seen[fmt.Sprintf("m%03d", i)]; n != 1 {
+			t.Errorf("m%03d stored %d times", i, n)
+		}
+	}
+}
+
+func TestDisappearingMessages(t *testing.T) {
+	env := startEnv(t)
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	mk := func() *party {
+		opts := options(env, memstore.New())
+		opts.Now = clock
+		c, err := client.Create(context.Background(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := &party{t: t, c: c, ev: make(chan client.Event, 1<<16)}
+		go func() {
+			for ev := range c.Events() {
+				p.ev <- ev
+			}
+			close(p.ev)
+		}()
+		t.Cleanup(func() { c.Close() })
+		return p
+	}
+	alice, bob := mk(), mk()
+	ab, ba := befriend(t, alice, bob)
+	ctx := context.Background()
+	if err := alice.c.SetTimer(ctx, ab, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.c.Send(ctx, ab, client.Text("self-destruct")); err != nil {
+		t.Fatal(err)
+	}
+	m := bob.waitMessage("self-destruct")
+	if m.ExpiresAt.IsZero() {
+		t.Fatal("no expiry on the received message")
+	}
+	if h, _ := bob.c.History(ctx, ba, time.Time{}, 0); len(h) != 1 {
+		t.Fatalf("before expiry: %d messages", len(h))
+	}
+	now.Add(int64(2 * time.Minute))
+	for _, p := range []struct {
+		c    *client.Client
+		conv client.ConversationID
+	}{{alice.c, ab}, {bob.c, ba}} {
+		if h, _ := p.c.History(ctx, p.conv, time.Time{}, 0); len(h) != 0 {
+			t.Fatalf("after expiry: %d messages", len(h))
+		}
 	}
 }

@@ -36,7 +36,11 @@ type outboxRecord struct {
 	Content   []byte             `json:"content"` // encoded content.Message
 	Track     bool               `json:"track,omitempty"` // update the history status
 	Sync      bool               `json:"sync,omitempty"`  // send a transcript to own devices
-	Attempts  int                `json:"attempts,omitempty"`
+	// RelayID, if set, is the relay-level message ID (a resent message
+	// keeps its ID but needs a new one at the relay, which remembers
+	// acknowledged IDs for de-duplication).
+	RelayID   [16]byte `json:"relay_id,omitzero"`
+	Attempts  int      `json:"attempts,omitempty"`
 	Ephemeral bool               `json:"-"`
 }
 
@@ -74,6 +78,10 @@ func (c *Client) enqueue(ctx context.Context, conv ConversationID, cr *convRecor
 }
 
 func (c *Client) enqueueTo(ctx context.Context, conv ConversationID, to []crypto.AccountID, m *content.Message, track, sync bool) error {
+	return c.enqueueRelay(ctx, conv, to, m, track, sync, [16]byte{})
+}
+
+func (c *Client) enqueueRelay(ctx context.Context, conv ConversationID, to []crypto.AccountID, m *content.Message, track, sync bool, relayID [16]byte) error {
 	if m.Kind != content.KindReceipt && m.Kind != content.KindResendRequest && m.Kind != content.KindProfile {
 		m.AccessKey = c.id.accessKey
 	}
@@ -87,12 +95,16 @@ func (c *Client) enqueueTo(ctx context.Context, conv ConversationID, to []crypto
 	if crypto.PaddedSize(len(b)) > maxPlaintext {
 		return ErrTooLarge
 	}
-	rec := &outboxRecord{V: recordVersion, ID: m.ID, Conv: conv, To: to, Content: b, Track: track, Sync: sync}
+	rec := &outboxRecord{V: recordVersion, ID: m.ID, Conv: conv, To: to, Content: b, Track: track, Sync: sync, RelayID: relayID}
 	raw, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	if err := c.st.PutOutbox(ctx, m.ID, raw); err != nil {
+	key := m.ID
+	if relayID != ([16]byte{}) {
+		key = relayID
+	}
+	if err := c.st.PutOutbox(ctx, key, raw); err != nil {
 		return wrap("outbox", err)
 	}
 	select {
@@ -230,6 +242,15 @@ func (c *Client) deliver(ctx context.Context, rec *outboxRecord, m *content.Mess
 				return err
 			}
 			continue
+		case res.Status == http.StatusUnauthorized && send.Sealed && round < maxDeviceRetries:
+			// A stale access key: forget it and send identified.
+			for _, a := range rec.To {
+				if r, err := c.loadContact(ctx, a); err == nil {
+					r.AccessKey = nil
+					c.saveContact(ctx, r)
+				}
+			}
+			continue
 		case res.Status == http.StatusGone || res.Status == http.StatusBadRequest || res.Status == http.StatusRequestEntityTooLarge:
 			return &permanentError{int(res.Status)}
 		default:
@@ -270,6 +291,9 @@ func (c *Client) deliver(ctx context.Context, rec *outboxRecord, m *content.Mess
 // (nil if there are none).
 func (c *Client) buildSend(ctx context.Context, rec *outboxRecord, m *content.Message, cert *crypto.SenderCertificate, own bool) (*wire.Send, error) {
 	send := &wire.Send{ID: rec.ID, Ephemeral: rec.Ephemeral}
+	if rec.RelayID != ([16]byte{}) {
+		send.ID = rec.RelayID
+	}
 	if own {
 		nested, _ := m.Marshal()
 		dest := &content.Destination{Account: rec.To[0]}

@@ -438,11 +438,10 @@ func (c *Client) resend(ctx context.Context, from crypto.Address, conv Conversat
 	if sm.ReplyTo != nil {
 		m.Reply = &content.Reply{ID: *sm.ReplyTo}
 	}
-	// Resend under a fresh ID at the relay level is unnecessary: the relay
-	// acknowledged and deleted the first copy, and the ID is reused so that
-	// the recipient stores it under the same message.
+	// The message keeps its ID, so the recipient stores it as the message
+	// it missed; the relay gets a fresh ID, since it remembers the first.
 	go func() {
-		if err := c.enqueueTo(c.ctx, conv, []crypto.AccountID{from.Account}, m, false, false); err != nil {
+		if err := c.enqueueRelay(c.ctx, conv, []crypto.AccountID{from.Account}, m, false, false, newID()); err != nil {
 			c.log.Debug("client: resend not queued", "err", err)
 		}
 	}()

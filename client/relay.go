@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -169,10 +168,6 @@ func (c *Client) postSend(ctx context.Context, s *wire.Send) (*wire.SendResult, 
 	}
 	for _, d := range body.Error.Extra {
 		res.Extra = append(res.Extra, wire.DeviceRef{Account: d.Account, Device: d.Device})
-	}
-	if resp.StatusCode == http.StatusUnauthorized && s.Sealed {
-		// A stale access key: send identified instead, next time.
-		return nil, errors.New("client: relay refused the access key")
 	}
 	return res, nil
 }
