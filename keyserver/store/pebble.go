@@ -737,7 +737,6 @@ func (s *DB) Handle(ctx context.Context, id crypto.AccountID) (string, error) {
 	return h, nil
 }
 
-
 // pebbleLogger forwards Pebble's errors to slog and drops its chatter.
 type pebbleLogger struct{ l *slog.Logger }
 
