@@ -91,9 +91,8 @@ func FuzzParseSession(f *testing.F) {
 			t.Fatal("parse then marshal differs from the input")
 		}
 		// A parsed state, however odd, must not make the session panic.
-		if _, err := s.Encrypt([]byte("x")); err != nil {
-			t.Fatal(err)
-		}
+		// Encrypt may fail (a stored remote key of small order), never panic.
+		s.Encrypt([]byte("x"))
 		s.RemoteIdentity()
 	})
 }

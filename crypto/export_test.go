@@ -50,21 +50,3 @@ func (s *Session) skippedForTest() (keys, chains int) {
 	return s.ratchet.nSkipped, len(s.ratchet.chains)
 }
 
-// rootStepForTest computes KDF_RK(root, DH(priv, pub)) (PROTOCOL.md §4.1).
-func rootStepForTest(root [32]byte, priv *[32]byte, pub [32]byte) (newRoot, chain [32]byte, err error) {
-	r := &ratchetState{selfPriv: *priv}
-	k, err := r.self()
-	if err != nil {
-		return newRoot, chain, err
-	}
-	remote, err := parseX25519Public(pub[:])
-	if err != nil {
-		return newRoot, chain, err
-	}
-	dh, err := x25519(k, remote)
-	if err != nil {
-		return newRoot, chain, err
-	}
-	rk, ck := rootKey{b: root}.step(dh)
-	return rk.b, ck.b, nil
-}

@@ -139,12 +139,14 @@ func genPQXDHVectors(t *testing.T, w *vectorWriter) {
 		w.hex("alice_sending_chain_key", send[:])
 		w.text("plaintext", "PQXDH initial message")
 		w.hex("initial_message", msg)
-		priv, _ := bob.ratchetKeyForTest()
-		w.hex("bob_ratchet_private", priv[:])
 		broot := bob.rootKeyForTest()
+		if broot != root {
+			t.Fatal("root keys differ after PQXDH")
+		}
+		w.comment("After the initial message Bob's root key equals Alice's; his DH ratchet step's sending half waits for his first message.")
 		w.hex("bob_root_key", broot[:])
-		bsend, _ := bob.sendChainForTest()
-		w.hex("bob_sending_chain_key", bsend[:])
+		brecv, _, _ := bob.recvChainForTest()
+		w.hex("bob_receiving_chain_key", brecv[:])
 		w.num("consumed_one_time_prekey", map[bool]uint64{true: uint64(used.OneTimePreKeyID), false: 0}[used.HasOneTimePreKey])
 		w.text("expect", "success")
 		w.end()

@@ -57,6 +57,12 @@ type skippedKey struct {
 type ratchetState struct {
 	root rootKey
 
+	// sending reports whether the ratchet key pair (DHs) and the sending
+	// chain exist. It is false between receiving a new remote ratchet key
+	// and the next encrypt: the sending half of that DH ratchet step is
+	// deferred until it is needed (§4.2).
+	sending bool
+
 	// The current ratchet key pair (DHs). selfKey may be nil after parsing a
 	// serialized state; it is rebuilt from selfPriv when first needed,
 	// which costs a scalar multiplication.
@@ -65,7 +71,7 @@ type ratchetState struct {
 	selfKey  *ecdh.PrivateKey
 
 	send      chainKey // CKs
-	sendN     uint32   // Ns
+	sendN     uint32   // Ns: messages sent in the current (or, while !sending, the last) sending chain
 	prevSendN uint32   // PN
 
 	chains   []receiverChain // oldest first; the last one is current
@@ -110,7 +116,7 @@ func initInitiator(sk [32]byte, self *ecdh.PrivateKey, spk *ecdh.PublicKey) (*ra
 	if err != nil {
 		return nil, err
 	}
-	r := new(ratchetState)
+	r := &ratchetState{sending: true}
 	r.setSelf(self)
 	r.root, r.send = rootKey{b: sk}.step(dh)
 	clear(dh)
@@ -119,8 +125,8 @@ func initInitiator(sk [32]byte, self *ecdh.PrivateKey, spk *ecdh.PublicKey) (*ra
 
 // initResponder sets up the responder's ratchet after PQXDH: its signed
 // prekey is its first ratchet key and SK the root key. It has no sending
-// chain until the DH ratchet step that the initiator's first message
-// triggers (§4.2).
+// chain until it has received the initiator's first message and sends
+// itself (§4.2).
 func initResponder(sk [32]byte, spk *ecdh.PrivateKey) *ratchetState {
 	r := new(ratchetState)
 	r.setSelf(spk)
@@ -139,6 +145,11 @@ func (r *ratchetState) encrypt(prefix []byte, sessionAD, plaintext []byte) ([]by
 	if len(plaintext) > MaxPlaintextSize {
 		return nil, fmt.Errorf("crypto: ratchet: plaintext longer than %d bytes", MaxPlaintextSize)
 	}
+	if !r.sending {
+		if err := r.sendingStep(); err != nil {
+			return nil, err
+		}
+	}
 	if r.sendN == math.MaxUint32 {
 		return nil, fmt.Errorf("crypto: ratchet: sending chain exhausted")
 	}
@@ -154,6 +165,34 @@ func (r *ratchetState) encrypt(prefix []byte, sessionAD, plaintext []byte) ([]by
 	r.send = next
 	r.sendN++
 	return buf[len(sessionAD):], nil
+}
+
+// sendingStep is the sending half of a DH ratchet step, deferred from the
+// receipt of the remote ratchet key to the first encrypt after it. It
+// implements PROTOCOL.md §4.2:
+//
+//	DHs = fresh key pair; PN = Ns; Ns = 0
+//	root key, CKs = KDF_RK(root key, DH(DHs, current remote ratchet key))
+func (r *ratchetState) sendingStep() error {
+	if len(r.chains) == 0 {
+		return fmt.Errorf("crypto: ratchet: no remote ratchet key to send to")
+	}
+	remote, err := parseX25519Public(r.chains[len(r.chains)-1].remote[:])
+	if err != nil {
+		return err
+	}
+	self := generateX25519()
+	dh, err := x25519(self, remote)
+	if err != nil {
+		return fmt.Errorf("crypto: ratchet: %w", err)
+	}
+	r.root, r.send = r.root.step(dh)
+	clear(dh)
+	r.setSelf(self)
+	r.prevSendN = r.sendN
+	r.sendN = 0
+	r.sending = true
+	return nil
 }
 
 // decrypt opens a parsed message; ad is the session AD followed by the
@@ -220,18 +259,23 @@ func (r *ratchetState) decrypt(m *message, ad []byte) ([]byte, error) {
 }
 
 // decryptNewChain handles a message under a remote ratchet key not seen
-// before: a DH ratchet step (PROTOCOL.md §4.2). Bounds are checked before
-// any Diffie-Hellman operation; the step runs on a clone that replaces the
-// state only after the AEAD opened. The new sending ratchet key is
-// generated only then, so a forged message costs the receiver one DH.
+// before: the receiving half of a DH ratchet step (PROTOCOL.md §4.2).
+// Bounds are checked before any Diffie-Hellman operation; the step runs on
+// a clone that replaces the state only after the AEAD opened. The sending
+// half is deferred to the next encrypt ([ratchetState.sendingStep]), as
+// Signal's specification allows: the old ratchet key pair is erased now
+// and the new one lives only as long as it is needed.
 //
-//	(skip the current receiving chain up to pn)
+//	(close the current receiving chain: skip it up to pn)
 //	root key, CKr = KDF_RK(root key, DH(DHs, new remote key))
-//	(open the message)
-//	DHs = fresh key pair; PN = Ns; Ns = 0
-//	root key, CKs = KDF_RK(root key, DH(DHs, new remote key))
+//	(open the message; erase DHs and CKs)
 func (r *ratchetState) decryptNewChain(m *message, ad []byte) ([]byte, error) {
 	h := &m.header
+	if !r.sending && len(r.chains) > 0 {
+		// We have not answered the peer's current ratchet key yet, so an
+		// honest peer cannot have moved on to another one.
+		return nil, ErrDecrypt
+	}
 	if h.n > MaxSkip {
 		return nil, ErrTooManySkipped
 	}
@@ -288,16 +332,12 @@ func (r *ratchetState) decryptNewChain(m *message, ad []byte) ([]byte, error) {
 	s.chains = append(s.chains, ch)
 	s.nSkipped += len(ch.skipped)
 
-	// The sending half of the step.
-	s.setSelf(generateX25519())
-	dh, err = x25519(s.selfKey, remote)
-	if err != nil {
-		return nil, ErrDecrypt // unreachable: the remote key passed the first DH
-	}
-	s.root, s.send = s.root.step(dh)
-	clear(dh)
-	s.prevSendN = s.sendN
-	s.sendN = 0
+	// The sending half waits for the next encrypt.
+	s.sending = false
+	s.selfKey = nil
+	s.selfPriv = [32]byte{}
+	s.selfPub = [PublicKeySize]byte{}
+	s.send = chainKey{}
 	s.enforceBounds()
 	*r = *s
 	return pt, nil

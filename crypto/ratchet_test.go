@@ -363,7 +363,7 @@ func TestWireOverhead(t *testing.T) {
 
 // accumulatedDigest is the SHA-256 over the transcript of
 // TestAccumulatedRatchet. It changes only if the protocol's bytes do.
-const accumulatedDigest = "39660cfa4d55bf69f17caa3878d90f351bb7b2ecb6c24c3f7548799e1a3b1b75"
+const accumulatedDigest = "f4f7e27264cd268968f3bcb994349af473b0107532820c72b1f9d8c1888101b5"
 
 // TestAccumulatedRatchet runs 2000 derandomized ratchet steps (messages in
 // both directions, with direction changes, skips and late deliveries) and
@@ -420,7 +420,9 @@ func TestAccumulatedRatchet(t *testing.T) {
 func genRatchetVectors(t *testing.T, w *vectorWriter) {
 	w.comment("Double Ratchet conversation (PROTOCOL.md §4). Start from the two session states, then apply")
 	w.comment("the events in order. A send produces message N (numbered from 0 in send order); a deliver")
-	w.comment("gives message N to its recipient, with the expected outcome (success or duplicate).")
+	w.comment("gives message N to its recipient, with the expected outcome (success or duplicate). A sender")
+	w.comment("generates a new ratchet key at its first send after receiving a new remote ratchet key (§4.2);")
+	w.comment("sender_ratchet_private is the key the message was sent under.")
 	w.end()
 	alice, bob, _, _ := newTestSessions(t)
 	w.hex("alice_state", sessMarshal(t, alice))
@@ -431,8 +433,8 @@ func genRatchetVectors(t *testing.T, w *vectorWriter) {
 	var pts []string
 	var to []string
 	send := func(from, pt string) {
-		priv, _ := parties[from].ratchetKeyForTest()
 		m := sessEncrypt(t, parties[from], pt)
+		priv, _ := parties[from].ratchetKeyForTest()
 		w.text("event", "send")
 		w.num("message", uint64(len(msgs)))
 		w.text("from", from)

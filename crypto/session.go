@@ -225,8 +225,9 @@ func (s *Session) binarySize() int {
 //	  || base_key [32]
 //	  || has_pending u8 || [signed_prekey_id u32 || kem_prekey_id u32
 //	     || has_one_time u8 || [one_time_prekey_id u32] || kem_ciphertext [1088]]
-//	  || root_key [32] || ratchet_private [32] || ratchet_public [32]
-//	  || send_chain_key [32] || send_n u32 || prev_send_n u32
+//	  || root_key [32]
+//	  || sending u8 || [ratchet_private [32] || ratchet_public [32] || send_chain_key [32]]
+//	  || send_n u32 || prev_send_n u32
 //	  || chain_count u8 || Chain * chain_count (oldest first)
 //	  || [current_chain_key [32]]   (iff chain_count > 0)
 //	Chain = remote_ratchet_key [32] || next u32 || skipped_count u16
@@ -254,9 +255,14 @@ func (s *Session) appendBinary(b []byte) []byte {
 		b = append(b, 0)
 	}
 	b = append(b, r.root.b[:]...)
-	b = append(b, r.selfPriv[:]...)
-	b = append(b, r.selfPub[:]...)
-	b = append(b, r.send.b[:]...)
+	if r.sending {
+		b = append(b, 1)
+		b = append(b, r.selfPriv[:]...)
+		b = append(b, r.selfPub[:]...)
+		b = append(b, r.send.b[:]...)
+	} else {
+		b = append(b, 0)
+	}
 	b = binary.BigEndian.AppendUint32(b, r.sendN)
 	b = binary.BigEndian.AppendUint32(b, r.prevSendN)
 	b = append(b, byte(len(r.chains)))
@@ -327,11 +333,21 @@ func ParseSession(data []byte) (*Session, error) {
 		p.kemCiphertext = append([]byte(nil), ct...)
 		sess.pending = p
 	}
-	var nChains uint8
-	if !s.CopyBytes(r.root.b[:]) || !s.CopyBytes(r.selfPriv[:]) || !s.CopyBytes(r.selfPub[:]) ||
-		!s.CopyBytes(r.send.b[:]) || !s.ReadUint32(&r.sendN) || !s.ReadUint32(&r.prevSendN) ||
-		!s.ReadUint8(&nChains) {
+	var nChains, sending uint8
+	if !s.CopyBytes(r.root.b[:]) || !s.ReadUint8(&sending) || sending > 1 {
 		return bad("truncated")
+	}
+	if sending == 1 {
+		r.sending = true
+		if !s.CopyBytes(r.selfPriv[:]) || !s.CopyBytes(r.selfPub[:]) || !s.CopyBytes(r.send.b[:]) {
+			return bad("truncated")
+		}
+	}
+	if !s.ReadUint32(&r.sendN) || !s.ReadUint32(&r.prevSendN) || !s.ReadUint8(&nChains) {
+		return bad("truncated")
+	}
+	if (!r.sending || sess.role == roleResponder) && nChains == 0 {
+		return bad("no receiving chain")
 	}
 	if nChains > MaxReceiverChains {
 		return bad("too many receiving chains")
