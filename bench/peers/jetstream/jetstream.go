@@ -27,6 +27,9 @@ type Config struct {
 	SyncAlways bool   // fsync before each publish acknowledgement
 	Devices    int    // device subjects, one consumer each
 	SubConns   int    // client connections the consumers are spread over
+	// Shared replaces the per-device consumers with one consumer on all device subjects (what a
+	// relay would do if devices did not each need their own queue position).
+	Shared bool
 	// Retention is the stream policy: LimitsPolicy keeps acknowledged messages (NATS default),
 	// WorkQueuePolicy deletes each message once its consumer acknowledges it.
 	Retention jetstream.RetentionPolicy
@@ -110,8 +113,17 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 		}
 	}
 	for d := range cfg.Devices {
-		subj := "dev." + strconv.Itoa(d)
-		e.subjects = append(e.subjects, subj)
+		e.subjects = append(e.subjects, "dev."+strconv.Itoa(d))
+	}
+	nCons := cfg.Devices
+	if cfg.Shared {
+		nCons = 1
+	}
+	for d := range nCons {
+		subj := e.subjects[d]
+		if cfg.Shared {
+			subj = "dev.*"
+		}
 		cjs, err := jetstream.New(e.subs[d%len(e.subs)])
 		if err != nil {
 			return fail(fmt.Errorf("jetstream: client: %w", err))

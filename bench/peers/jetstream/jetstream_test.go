@@ -3,6 +3,7 @@ package jetstream
 import (
 	"context"
 	"flag"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -19,11 +20,11 @@ const (
 	subConns = 4
 )
 
-func start(tb testing.TB, syncAlways bool) *Env {
+func start(tb testing.TB, syncAlways, shared bool) *Env {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	e, err := Start(ctx, Config{Dir: tb.TempDir(), SyncAlways: syncAlways, Devices: devices, SubConns: subConns})
+	e, err := Start(ctx, Config{Dir: tb.TempDir(), SyncAlways: syncAlways, Devices: devices, SubConns: subConns, Shared: shared})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -31,42 +32,49 @@ func start(tb testing.TB, syncAlways bool) *Env {
 	return e
 }
 
+// modes: the server's default sync (every 2 minutes) or SyncAlways, each with one consumer per
+// device (the relay's shape: every device has its own queue position) or one shared consumer on
+// all device subjects (cheaper for JetStream, which scans the stream per filtered consumer).
 var modes = []struct {
-	name       string
-	syncAlways bool
-}{{"default", false}, {"syncalways", true}}
+	name               string
+	syncAlways, shared bool
+}{{"default", false, false}, {"default-shared", false, true}, {"syncalways", true, false}, {"syncalways-shared", true, true}}
 
 // TestDeliver checks that every published message reaches its consumer and is acknowledged.
 func TestDeliver(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server with 1000 consumers")
 	}
-	e := start(t, false)
-	var mu sync.Mutex
-	seen := map[byte]int{}
-	e.SetHandler(func(p []byte) {
-		mu.Lock()
-		seen[p[8]]++
-		mu.Unlock()
-	})
-	p := make([]byte, msgSize)
-	const n = 3000
-	for i := range n {
-		p[8] = byte(i % 3)
-		if err := e.Publish(i, p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := e.WaitPublished(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.WaitAcked(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-	if seen[0] != n/3 || seen[1] != n/3 || seen[2] != n/3 {
-		t.Fatalf("deliveries %v", seen)
+	for _, shared := range []bool{false, true} {
+		t.Run(fmt.Sprintf("shared=%v", shared), func(t *testing.T) {
+			e := start(t, false, shared)
+			var mu sync.Mutex
+			seen := map[byte]int{}
+			e.SetHandler(func(p []byte) {
+				mu.Lock()
+				seen[p[8]]++
+				mu.Unlock()
+			})
+			p := make([]byte, msgSize)
+			const n = 3000
+			for i := range n {
+				p[8] = byte(i % 3)
+				if err := e.Publish(i, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := e.WaitPublished(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.WaitAcked(ctx, n); err != nil {
+				t.Fatal(err)
+			}
+			if seen[0] != n/3 || seen[1] != n/3 || seen[2] != n/3 {
+				t.Fatalf("deliveries %v", seen)
+			}
+		})
 	}
 }
 
@@ -76,7 +84,7 @@ func TestDeliver(t *testing.T) {
 func BenchmarkJetStream(b *testing.B) {
 	for _, m := range modes {
 		b.Run("throughput/"+m.name, func(b *testing.B) {
-			e := start(b, m.syncAlways)
+			e := start(b, m.syncAlways, m.shared)
 			p := make([]byte, msgSize)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
@@ -100,7 +108,7 @@ func BenchmarkJetStream(b *testing.B) {
 	}
 	for _, m := range modes {
 		b.Run("latency/"+m.name, func(b *testing.B) {
-			e := start(b, m.syncAlways)
+			e := start(b, m.syncAlways, m.shared)
 			total := int(latencyFor.Seconds() * float64(*rate))
 			lat := make([]time.Duration, 0, total)
 			var mu sync.Mutex
@@ -113,6 +121,17 @@ func BenchmarkJetStream(b *testing.B) {
 			interval := time.Second / time.Duration(*rate)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
+			// Warm up: one message per device, so every consumer has pulled before timing.
+			warm := make([]byte, msgSize)
+			for i := range devices {
+				Stamp(warm, time.Now())
+				if err := e.Publish(i, warm); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := e.WaitAcked(ctx, devices); err != nil {
+				b.Fatal(err)
+			}
 			b.ResetTimer()
 			for range b.N {
 				mu.Lock()

@@ -274,8 +274,8 @@ func (j *job) runGoTest(ctx context.Context, o *options, res *results) error {
 		}
 		args = append(args, lat)
 		for _, run := range [][2]string{
-			{"^BenchmarkJetStream$/^throughput$/^default$", n},
-			{"^BenchmarkJetStream$/^throughput$/^syncalways$", ns},
+			{"^BenchmarkJetStream$/^throughput$/^default", n},
+			{"^BenchmarkJetStream$/^throughput$/^syncalways", ns},
 			{"^BenchmarkJetStream$/^latency$", "1x"},
 		} {
 			if err := j.exec(ctx, res, append(args, "-test.bench", run[0], "-test.benchtime", run[1])); err != nil {

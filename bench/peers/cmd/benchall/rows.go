@@ -140,23 +140,28 @@ func rows() []row {
 		row{workload: "relay durable store-and-forward, 256 B, 1,000 devices", unit: "msgs/s", higher: true,
 			sotto: &src{key: rl + ":throughput", metric: "msgs_per_s"},
 			refs: []ref{
-				{"nats (SyncAlways, durable)", goMetric(js, "JetStream/throughput/syncalways", "msgs/s")},
-				{"nats (default, not durable)", goMetric(js, "JetStream/throughput/default", "msgs/s")},
+				{"nats SyncAlways (durable), consumer per device", goMetric(js, "JetStream/throughput/syncalways", "msgs/s")},
+				{"nats SyncAlways (durable), one shared consumer", goMetric(js, "JetStream/throughput/syncalways-shared", "msgs/s")},
+				{"nats default (not durable), consumer per device", goMetric(js, "JetStream/throughput/default", "msgs/s")},
+				{"nats default (not durable), one shared consumer", goMetric(js, "JetStream/throughput/default-shared", "msgs/s")},
 			},
-			floor: goMetric(dsk, "Disk/append-fsync-4KiB", "syncs/s"), floorFor: "4 KiB append+fsync, one at a time (group commit can exceed it)"},
-		row{workload: "relay latency p50 at 2,000 msgs/s, durable", unit: "µs",
-			sotto: &src{key: rl + ":latency", metric: "p50_us"},
+			floor: goMetric(dsk, "Disk/append-fsync-4KiB", "syncs/s"), floorFor: "4 KiB append+fsync, one at a time; group commit can exceed it"},
+	)
+	for _, q := range []struct{ p, unit string }{{"p50", "p50-µs"}, {"p99", "p99-µs"}} {
+		rw := row{workload: "relay latency " + q.p + " at 2,000 msgs/s, durable", unit: "µs",
+			sotto: &src{key: rl + ":latency", metric: q.p + "_us"},
 			refs: []ref{
-				{"nats (SyncAlways)", goMetric(js, "JetStream/latency/syncalways", "p50-µs")},
-				{"nats (default, not durable)", goMetric(js, "JetStream/latency/default", "p50-µs")},
-			},
-			floor: goUs(dsk, "Disk/append-fsync-4KiB"), floorFor: "one fsync"},
-		row{workload: "relay latency p99 at 2,000 msgs/s, durable", unit: "µs",
-			sotto: &src{key: rl + ":latency", metric: "p99_us"},
-			refs: []ref{
-				{"nats (SyncAlways)", goMetric(js, "JetStream/latency/syncalways", "p99-µs")},
-				{"nats (default, not durable)", goMetric(js, "JetStream/latency/default", "p99-µs")},
-			}},
+				{"nats SyncAlways (durable), consumer per device", goMetric(js, "JetStream/latency/syncalways", q.unit)},
+				{"nats SyncAlways (durable), one shared consumer", goMetric(js, "JetStream/latency/syncalways-shared", q.unit)},
+				{"nats default (not durable), consumer per device", goMetric(js, "JetStream/latency/default", q.unit)},
+				{"nats default (not durable), one shared consumer", goMetric(js, "JetStream/latency/default-shared", q.unit)},
+			}}
+		if q.p == "p50" {
+			rw.floor, rw.floorFor = goUs(dsk, "Disk/append-fsync-4KiB"), "one 4 KiB append+fsync"
+		}
+		r = append(r, rw)
+	}
+	r = append(r,
 		row{workload: "relay memory per idle WebSocket connection", unit: "KiB",
 			sotto: &src{key: rl + ":idle", metric: "kib_per_conn"}},
 		row{workload: "relay store Put", unit: "msgs/s", higher: true,
