@@ -49,4 +49,3 @@ func (s *Session) knowsChainForTest(msg []byte) bool {
 func (s *Session) skippedForTest() (keys, chains int) {
 	return s.ratchet.nSkipped, len(s.ratchet.chains)
 }
-
