@@ -12,13 +12,13 @@ import (
 // Key layout. Every Pebble key starts with a table byte. Natural keys
 // (account IDs, addresses, group and conversation IDs, message IDs, record
 // kinds and keys) never appear: they are replaced by H(...), an
-// HMAC-SHA-256 under the index subkey of the store key, with a distinct
+// HMAC-SHA-256 under the index key (db.go), with a distinct
 // domain byte per use so that equal inputs in two roles give unrelated
 // hashes. Values are sealed (seal.go) and carry whatever natural key a
 // listing must return.
 //
 //	table            key                                            sealed value
-//	tCheck    0x00   0x00                                           checkPlaintext
+//	tIndexKey 0x00   0x00                                           index key (32)
 //	tIdentity 0x01   0x01                                           record
 //	tPreKey   0x02   0x02 || kind || H(kind, id)                    id (4) || record
 //	tSession  0x03   0x03 || H(account) || H(account, device)       device (4) || record
@@ -43,7 +43,7 @@ import (
 // prekey kinds and counts; the outbox's insertion order; and value sizes
 // (records are not padded).
 const (
-	tCheck    byte = 0x00
+	tIndexKey byte = 0x00
 	tIdentity byte = 0x01
 	tPreKey   byte = 0x02
 	tSession  byte = 0x03
@@ -73,7 +73,7 @@ const (
 
 const hashSize = sha256.Size
 
-// hasher computes H under the index subkey. HMAC states are pooled: a
+// hasher computes H under the index key. HMAC states are pooled: a
 // scan or a burst of puts would otherwise allocate two SHA-256 states per
 // key.
 type hasher struct {

@@ -98,11 +98,11 @@ func (d *DB) PutMessage(ctx context.Context, m store.MessageRecord) error {
 				return fmt.Errorf("pebblestore: put message: %w", err)
 			}
 		}
-		if err := b.Set(k.byID, d.sealer.seal(k.byID, t[:]), nil); err != nil {
+		if err := b.Set(k.byID, d.seal(k.byID, t[:]), nil); err != nil {
 			return fmt.Errorf("pebblestore: put message: %w", err)
 		}
 	}
-	if err := b.Set(ik, d.sealer.seal(ik, value), nil); err != nil {
+	if err := b.Set(ik, d.seal(ik, value), nil); err != nil {
 		return fmt.Errorf("pebblestore: put message: %w", err)
 	}
 	if err := b.Commit(pebble.Sync); err != nil {

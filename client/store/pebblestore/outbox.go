@@ -56,7 +56,7 @@ func (d *DB) PutOutbox(ctx context.Context, id [16]byte, rec []byte) error {
 	case nil:
 	case errMissing:
 		seq = d.outboxSeq.Add(1)
-		if err := b.Set(idKey, d.sealer.seal(idKey, binary.BigEndian.AppendUint64(nil, seq)), nil); err != nil {
+		if err := b.Set(idKey, d.seal(idKey, binary.BigEndian.AppendUint64(nil, seq)), nil); err != nil {
 			return fmt.Errorf("pebblestore: put outbox: %w", err)
 		}
 	default:
@@ -64,7 +64,7 @@ func (d *DB) PutOutbox(ctx context.Context, id [16]byte, rec []byte) error {
 	}
 	k := outboxKey(seq)
 	v := append(append(make([]byte, 0, idSize+len(rec)), id[:]...), rec...)
-	if err := errors.Join(b.Set(k, d.sealer.seal(k, v), nil), b.Commit(pebble.Sync)); err != nil {
+	if err := errors.Join(b.Set(k, d.seal(k, v), nil), b.Commit(pebble.Sync)); err != nil {
 		return fmt.Errorf("pebblestore: put outbox: %w", err)
 	}
 	return nil
