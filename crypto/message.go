@@ -106,12 +106,21 @@ type message struct {
 // layout only: lengths, flags, the message type and the ciphertext bounds.
 // It returns ErrMalformed (wrapped) for anything else.
 func parseMessage(b []byte) (*message, error) {
+	m := new(message)
+	if err := m.parse(b); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// parse is parseMessage into a caller's value, which saves an allocation
+// on the decryption path. m is meaningless after an error.
+func (m *message) parse(b []byte) error {
 	s := cryptobyte.String(b)
 	var typ uint8
 	if !s.ReadUint8(&typ) {
-		return nil, malformed("message")
+		return malformed("message")
 	}
-	m := new(message)
 	switch typ {
 	case messageTypeRatchet:
 	case messageTypePreKey:
@@ -119,37 +128,37 @@ func parseMessage(b []byte) (*message, error) {
 		if !readAddress(&s, &p.initiator) || !readAddress(&s, &p.responder) ||
 			!s.CopyBytes(p.identity[:]) || !s.CopyBytes(p.ephemeral[:]) ||
 			!s.ReadUint32(&p.signedPreKeyID) || !s.ReadUint32(&p.kemPreKeyID) {
-			return nil, malformed("prekey message")
+			return malformed("prekey message")
 		}
 		var hasOneTime uint8
 		if !s.ReadUint8(&hasOneTime) || hasOneTime > 1 {
-			return nil, malformed("prekey message")
+			return malformed("prekey message")
 		}
 		if hasOneTime == 1 {
 			p.hasOneTime = true
 			if !s.ReadUint32(&p.oneTimePreKeyID) {
-				return nil, malformed("prekey message")
+				return malformed("prekey message")
 			}
 		}
 		if !s.ReadBytes(&p.kemCiphertext, KEMCiphertextSize) {
-			return nil, malformed("prekey message")
+			return malformed("prekey message")
 		}
 		if p.initiator.Device == 0 || p.responder.Device == 0 || p.initiator == p.responder {
-			return nil, malformed("prekey message: addresses")
+			return malformed("prekey message: addresses")
 		}
 		m.preKey = p
 	default:
-		return nil, malformed("message: unknown type or version")
+		return malformed("message: unknown type or version")
 	}
 	if !s.CopyBytes(m.header.dh[:]) || !s.ReadUint32(&m.header.pn) || !s.ReadUint32(&m.header.n) {
-		return nil, malformed("message header")
+		return malformed("message header")
 	}
 	if len(s) < aeadTagSize || len(s) > maxCiphertextSize {
-		return nil, malformed("message ciphertext length")
+		return malformed("message ciphertext length")
 	}
 	m.prefix = b[:len(b)-len(s)]
 	m.ciphertext = s
-	return m, nil
+	return nil
 }
 
 func readAddress(s *cryptobyte.String, a *Address) bool {

@@ -141,8 +141,8 @@ func (s *Session) Encrypt(plaintext []byte) ([]byte, error) {
 // for a bad layout; [ErrDecrypt] for everything that fails to
 // authenticate.
 func (s *Session) Decrypt(msg []byte) ([]byte, error) {
-	m, err := parseMessage(msg)
-	if err != nil {
+	var m message
+	if err := m.parse(msg); err != nil {
 		return nil, err
 	}
 	if p := m.preKey; p != nil {
@@ -154,7 +154,7 @@ func (s *Session) Decrypt(msg []byte) ([]byte, error) {
 		}
 	}
 	s.scratch = append(append(s.scratch[:0], s.ad...), m.prefix...)
-	pt, err := s.ratchet.decrypt(m, s.scratch)
+	pt, err := s.ratchet.decrypt(&m, s.scratch)
 	if err != nil {
 		return nil, err
 	}

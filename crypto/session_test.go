@@ -2,8 +2,10 @@ package crypto
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -403,5 +405,120 @@ func TestSessionStringRedacts(t *testing.T) {
 		if bytes.Contains([]byte(s), []byte(fmt.Sprintf("%x", root[:4]))) {
 			t.Fatalf("%q prints key material", s)
 		}
+	}
+}
+
+// TestParseSessionHostile builds states that MarshalBinary never produces
+// and checks that ParseSession refuses each (PROTOCOL.md §4.5).
+func TestParseSessionHostile(t *testing.T) {
+	alice, bob, _, _ := newTestSessions(t)
+	pendingState := sessMarshal(t, alice) // initiator, pending, no chains
+	sessEncrypt(t, bob, "r")
+	state := sessMarshal(t, bob) // responder, sending, one chain
+
+	// Offsets in a state without pending fields.
+	const (
+		roleOff    = 1
+		localDev   = 2 + AccountIDSize
+		remoteAcct = 2 + addressSize + PublicKeySize
+		remoteDev  = remoteAcct + AccountIDSize
+		pendingOff = 2 + 2*(addressSize+PublicKeySize) + PublicKeySize
+		sendingOff = pendingOff + 1 + keySize
+		countOff   = sendingOff + 1 + 3*keySize + 8
+	)
+	if state[countOff] != 1 || state[sendingOff] != 1 || state[pendingOff] != 0 {
+		t.Fatalf("unexpected test state layout")
+	}
+	set := func(b []byte, i int, v byte) []byte { b = bytes.Clone(b); b[i] = v; return b }
+	chain := state[countOff+1 : len(state)-keySize] // remote [32] || next u32 || count u16 (0)
+	withChains := func(n int, mutate func(i int, c []byte) []byte) []byte {
+		b := bytes.Clone(state[:countOff])
+		b = append(b, byte(n))
+		for i := range n {
+			c := bytes.Clone(chain)
+			c[0] = byte(i) // distinct remote keys
+			if mutate != nil {
+				c = mutate(i, c)
+			}
+			b = append(b, c...)
+		}
+		return append(b, state[len(state)-keySize:]...)
+	}
+	skipped := func(c []byte, ns ...uint32) []byte {
+		binary.BigEndian.PutUint32(c[32:], 10) // next
+		binary.BigEndian.PutUint16(c[36:], uint16(len(ns)))
+		for _, n := range ns {
+			c = binary.BigEndian.AppendUint32(c, n)
+			c = append(c, make([]byte, keySize)...)
+		}
+		return c
+	}
+	manyKeys := func(perChain int) func(int, []byte) []byte {
+		return func(_ int, c []byte) []byte {
+			ns := make([]uint32, perChain)
+			for j := range ns {
+				ns[j] = uint32(j)
+			}
+			c = skipped(c, ns...)
+			binary.BigEndian.PutUint32(c[32:], uint32(perChain))
+			return c
+		}
+	}
+	// Controls: the constructions below are valid until mutated.
+	for i, in := range [][]byte{
+		withChains(1, nil),
+		withChains(MaxReceiverChains, nil),
+		withChains(1, func(i int, c []byte) []byte { return skipped(c, 2, 3) }),
+		withChains(MaxReceiverChains, manyKeys(MaxSkippedKeys/MaxReceiverChains)),
+	} {
+		s, err := ParseSession(in)
+		if err != nil {
+			t.Fatalf("control %d refused: %v", i, err)
+		}
+		if !bytes.Equal(sessMarshal(t, s), in) {
+			t.Fatalf("control %d does not round-trip", i)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		in   []byte
+	}{
+		// Unknown versions and flags.
+		{"version 2", set(state, 0, 2)},
+		{"role 0", set(state, roleOff, 0)},
+		{"role 3", set(state, roleOff, 3)},
+		{"pending flag 2", set(state, pendingOff, 2)},
+		{"sending flag 2", set(state, sendingOff, 2)},
+		// Inconsistent roles and flags.
+		{"pending fields on the responder", set(pendingState, roleOff, byte(roleResponder))},
+		{"initiator with chains but pending flag", func() []byte {
+			b := set(state, roleOff, byte(roleInitiator))
+			return append(append(b[:pendingOff:pendingOff], 1), b[pendingOff+1:]...)
+		}()},
+		{"initiator without pending fields or chains", set(pendingState, pendingOff, 0)},
+		{"responder without chains", withChains(0, nil)},
+		// Bad addresses.
+		{"local device 0", func() []byte { b := bytes.Clone(state); binary.BigEndian.PutUint32(b[localDev:], 0); return b }()},
+		{"remote device 0", func() []byte { b := bytes.Clone(state); binary.BigEndian.PutUint32(b[remoteDev:], 0); return b }()},
+		// Chain bounds and ordering.
+		{"too many chains", withChains(MaxReceiverChains+1, nil)},
+		{"repeated chain", withChains(2, func(i int, c []byte) []byte { c[0] = 0; return c })},
+		{"skipped keys out of order", withChains(1, func(i int, c []byte) []byte { return skipped(c, 3, 2) })},
+		{"repeated skipped key", withChains(1, func(i int, c []byte) []byte { return skipped(c, 3, 3) })},
+		{"skipped key not below next", withChains(1, func(i int, c []byte) []byte { return skipped(c, 10) })},
+		{"too many skipped keys", withChains(MaxReceiverChains, manyKeys(MaxSkippedKeys/MaxReceiverChains+1))},
+		// Lengths.
+		{"empty", nil},
+		{"trailing byte", append(bytes.Clone(state), 0)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := ParseSession(tc.in)
+			if err == nil || s != nil {
+				t.Fatal("accepted")
+			}
+			if !errors.Is(err, ErrMalformed) || !strings.HasPrefix(err.Error(), "crypto: ") {
+				t.Fatalf("err = %v", err)
+			}
+		})
 	}
 }
