@@ -21,13 +21,25 @@ var (
 
 func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
 
-// counters reads q's counters through the batch.
-func (w *writer) counters(q store.QueueID) (counters, error) {
+// queueCounters returns q's counters as this batch has them.
+func (w *writer) queueCounters(q store.QueueID) (counters, error) {
+	if c, ok := w.counters[q]; ok {
+		return c, nil
+	}
+	if c, ok := w.d.counters[q]; ok {
+		return c, nil
+	}
 	v, ok, err := w.get(queueKey(tCounter, q))
 	if err != nil || !ok {
 		return counters{}, err
 	}
 	return decodeCounters(v)
+}
+
+// setCounters writes q's counters.
+func (w *writer) setCounters(q store.QueueID, c counters) {
+	w.set(queueKey(tCounter, q), c.encode())
+	w.counters[q] = c
 }
 
 // decref drops one reference to a body, deleting it with the last.
@@ -83,11 +95,11 @@ func (o *putOp) apply(w *writer) error {
 	var (
 		deltas []*queueDelta
 		byQ    = make(map[store.QueueID]*queueDelta)
-		seen   = make(map[[16]byte][]store.QueueID) // IDs new in this Put, by queue
+		seen   = make(map[queueMsg]bool) // new in this Put
 		fresh  int64
 	)
 	for i, e := range o.entries {
-		if queues, dup := seen[e.ID]; dup && containsQueue(queues, e.Queue) {
+		if seen[queueMsg{e.Queue, e.ID}] {
 			results[i].Duplicate = true
 			continue
 		}
@@ -99,10 +111,10 @@ func (o *putOp) apply(w *writer) error {
 			results[i].Duplicate = true
 			continue
 		}
-		seen[e.ID] = append(seen[e.ID], e.Queue)
+		seen[queueMsg{e.Queue, e.ID}] = true
 		qd := byQ[e.Queue]
 		if qd == nil {
-			c, err := w.counters(e.Queue)
+			c, err := w.queueCounters(e.Queue)
 			if err != nil {
 				return err
 			}
@@ -157,20 +169,16 @@ func (o *putOp) apply(w *writer) error {
 	for _, qd := range deltas {
 		qd.c.messages += qd.messages
 		qd.c.bytes += qd.bytes
-		w.set(queueKey(tCounter, qd.q), qd.c.encode())
+		w.setCounters(qd.q, qd.c)
 	}
 	d.m.stored.Add(fresh)
 	d.m.duplicate.Add(int64(len(o.entries)) - fresh)
 	return nil
 }
 
-func containsQueue(qs []store.QueueID, q store.QueueID) bool {
-	for _, x := range qs {
-		if x == q {
-			return true
-		}
-	}
-	return false
+type queueMsg struct {
+	q  store.QueueID
+	id [16]byte
 }
 
 // Fetch implements store.Queues. It reads from one snapshot, so entries and
@@ -266,7 +274,7 @@ func (o *ackOp) apply(w *writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := w.counters(o.q)
+	c, err := w.queueCounters(o.q)
 	if err != nil {
 		return err
 	}
@@ -298,7 +306,7 @@ func (w *writer) removeEntry(q store.QueueID, key store.Cursor, e entry, c count
 	w.del(entryKey(q, key))
 	c.messages = max(c.messages-1, 0)
 	c.bytes = max(c.bytes-e.size(), 0)
-	w.set(queueKey(tCounter, q), c.encode())
+	w.setCounters(q, c)
 	return nil
 }
 
@@ -378,7 +386,7 @@ func (o *sweepOp) apply(w *writer) error {
 			if err != nil {
 				return err
 			}
-			c, err := w.counters(q)
+			c, err := w.queueCounters(q)
 			if err != nil {
 				return err
 			}
@@ -456,14 +464,23 @@ func (o *purgeOp) apply(w *writer) error {
 	if err != nil {
 		return err
 	}
-	for _, t := range []byte{tCounter, tPush} {
-		lo, hi = under(t)
-		if err := w.scan(lo, hi, func(k, _ []byte) (bool, error) {
-			w.del(k)
-			return true, nil
-		}); err != nil {
-			return err
-		}
+	lo, hi = under(tCounter)
+	err = w.scan(lo, hi, func(k, _ []byte) (bool, error) {
+		w.del(k)
+		// The queue starts again from nothing, sequence numbers included.
+		w.counters[parseQueueID(k[1:])] = counters{}
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	lo, hi = under(tPush)
+	err = w.scan(lo, hi, func(k, _ []byte) (bool, error) {
+		w.del(k)
+		return true, nil
+	})
+	if err != nil {
+		return err
 	}
 	if o.account {
 		w.del(append([]byte{tAccess}, o.prefix...))
