@@ -34,11 +34,12 @@ const (
 	// delete it for everyone or edit it (Signal allows 24 hours for both).
 	DeleteWindow = 24 * time.Hour
 	// outboxMaxBackoff bounds the wait between two attempts to send.
-	outboxMaxBackoff = time.Minute
+	outboxMaxBackoff = 30 * time.Second
 	// outboxMinBackoff is the first wait after a failed attempt.
 	outboxMinBackoff = 200 * time.Millisecond
-	// reconnectMaxBackoff bounds the wait between two relay connections.
-	reconnectMaxBackoff = 30 * time.Second
+	// reconnectMaxBackoff bounds the wait between two relay connections: short,
+	// because a device that is not connected receives nothing.
+	reconnectMaxBackoff = 5 * time.Second
 	// seenRetention is how long received message IDs are remembered for
 	// de-duplication; the relay keeps a message at most 90 days.
 	seenRetention = 91 * 24 * time.Hour

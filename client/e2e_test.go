@@ -281,7 +281,7 @@ func newDiskParty(t testing.TB, env *testenv.Env, dir string, create bool) *part
 	t.Helper()
 	opts := options(env, nil)
 	opts.Dir, opts.Passphrase = dir, []byte("correct horse")
-	opts.PebbleOptions = &pebblestore.Options{ScryptWorkFactor: 10}
+	
 	open := client.Open
 	if create {
 		open = client.Create
@@ -301,10 +301,37 @@ func newDiskParty(t testing.TB, env *testenv.Env, dir string, create bool) *part
 	return p
 }
 
+// durable is a memstore that outlives the client: Close leaves the data
+// for the next Open, as a directory would.
+type durable struct{ store.Store }
+
+func (durable) Close() error { return nil }
+
+func newPartyWith(t testing.TB, env *testenv.Env, st store.Store, create bool) *party {
+	t.Helper()
+	open := client.Open
+	if create {
+		open = client.Create
+	}
+	c, err := open(context.Background(), options(env, st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &party{t: t, c: c, ev: make(chan client.Event, 1<<16)}
+	go func() {
+		for ev := range c.Events() {
+			p.ev <- ev
+		}
+		close(p.ev)
+	}()
+	t.Cleanup(func() { c.Close() })
+	return p
+}
+
 func TestOfflineRecipientGetsAllInOrder(t *testing.T) {
 	env := startEnv(t)
-	dir := t.TempDir()
-	alice, bob := newParty(t, env), newDiskParty(t, env, dir, true)
+	bobStore := durable{memstore.New()}
+	alice, bob := newParty(t, env), newPartyWith(t, env, bobStore, true)
 	ab, _ := befriend(t, alice, bob)
 	bobAccount := bob.c.Account()
 	if err := bob.c.Close(); err != nil {
@@ -325,7 +352,7 @@ func TestOfflineRecipientGetsAllInOrder(t *testing.T) {
 		u, ok := ev.(client.UpdateEvent)
 		return ok && u.Message.ID == lastID && u.Message.Status == client.StatusSent
 	})
-	bob = newDiskParty(t, env, dir, false)
+	bob = newPartyWith(t, env, bobStore, false)
 	if bob.c.Account() != bobAccount {
 		t.Fatal("reopened another account")
 	}
@@ -384,10 +411,15 @@ func TestOneTimePreKeysExhausted(t *testing.T) {
 	}
 }
 
-func TestStoreNeverHoldsPlaintext(t *testing.T) {
+// TestEncryptedStore checks the default store through the client: a marker
+// sent in messages is nowhere on disk (nor the contact's account ID), the
+// passphrase can be changed, and a wrong one is a clear error. (Each
+// passphrase operation runs scrypt at the full work factor, so this test
+// does as few as it can.)
+func TestEncryptedStore(t *testing.T) {
 	env := startEnv(t)
-	dirA, dirB := t.TempDir(), t.TempDir()
-	alice, bob := newDiskParty(t, env, dirA, true), newDiskParty(t, env, dirB, true)
+	dir := t.TempDir()
+	alice, bob := newParty(t, env), newDiskParty(t, env, dir, true)
 	ab, ba := befriend(t, alice, bob)
 	ctx := context.Background()
 	const marker = "PLAINTEXT-MARKER-7c1e9a"
@@ -403,14 +435,33 @@ func TestStoreNeverHoldsPlaintext(t *testing.T) {
 	if res, _ := bob.c.Search(ctx, marker, 0); len(res) != 2 {
 		t.Fatalf("search found %d messages, want 2", len(res))
 	}
-	alice.c.Close()
+	if err := bob.c.ChangePassphrase([]byte("correct horse"), []byte("battery staple")); err != nil {
+		t.Fatal(err)
+	}
+	bobID := bob.c.Account()
 	bob.c.Close()
 	// ...and nowhere on disk, nor the contact's account ID.
 	aliceID := alice.c.Account()
-	for _, dir := range []string{dirA, dirB} {
-		scanDir(t, dir, []byte(marker))
-		scanDir(t, dir, []byte(aliceID.String()))
-		scanDir(t, dir, aliceID[:])
+	scanDir(t, dir, []byte(marker))
+	scanDir(t, dir, []byte(aliceID.String()))
+	scanDir(t, dir, aliceID[:])
+
+	opts := options(env, nil)
+	opts.Dir, opts.Passphrase = dir, []byte("correct horse")
+	if _, err := client.Open(ctx, opts); !errors.Is(err, pebblestore.ErrWrongPassphrase) {
+		t.Fatalf("old passphrase: err = %v, want ErrWrongPassphrase", err)
+	}
+	opts.Passphrase = []byte("battery staple")
+	c, err := client.Open(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Account() != bobID {
+		t.Fatal("reopened another account")
+	}
+	if h, err := c.History(ctx, ba, time.Time{}, 0); err != nil || len(h) != 2 {
+		t.Fatalf("history after reopening: %d messages, %v", len(h), err)
 	}
 }
 
@@ -433,32 +484,6 @@ func scanDir(t *testing.T, dir string, needle []byte) {
 	})
 	if err != nil || n == 0 {
 		t.Fatalf("scanned %d files: %v", n, err)
-	}
-}
-
-func TestPassphrase(t *testing.T) {
-	env := startEnv(t)
-	dir := t.TempDir()
-	p := newDiskParty(t, env, dir, true)
-	account := p.c.Account()
-	if err := p.c.ChangePassphrase([]byte("correct horse"), []byte("battery staple")); err != nil {
-		t.Fatal(err)
-	}
-	p.c.Close()
-	opts := options(env, nil)
-	opts.Dir, opts.PebbleOptions = dir, &pebblestore.Options{ScryptWorkFactor: 10}
-	opts.Passphrase = []byte("correct horse")
-	if _, err := client.Open(context.Background(), opts); !errors.Is(err, pebblestore.ErrWrongPassphrase) {
-		t.Fatalf("old passphrase: err = %v, want ErrWrongPassphrase", err)
-	}
-	opts.Passphrase = []byte("battery staple")
-	c, err := client.Open(context.Background(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if c.Account() != account {
-		t.Fatal("another account")
 	}
 }
 

@@ -131,6 +131,8 @@ func (c *Client) runOutbox() {
 			case <-c.ctx.Done():
 				return
 			case <-time.After(wait):
+			case <-c.kick:
+				// A new message or a new relay connection: try now.
 			}
 		}
 		err := c.flushOutbox(c.ctx)
