@@ -200,6 +200,9 @@ func FuzzParseAttachmentKey(f *testing.F) {
 }
 
 func FuzzDecryptAttachment(f *testing.F) {
+	for _, seed := range envVectorHex(f, "attachment.txt", "ciphertext") {
+		f.Add(seed)
+	}
 	key, digest, ct := encryptForTest(f, []byte("fuzz"))
 	f.Add(ct)
 	f.Fuzz(func(t *testing.T, in []byte) {

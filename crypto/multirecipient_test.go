@@ -139,6 +139,11 @@ func TestSealMultiRejects(t *testing.T) {
 }
 
 func FuzzOpenMulti(f *testing.F) {
+	cases := envVectorCases(f, "multirecipient.txt")
+	body := mustHex(f, cases[0]["body"])
+	for _, c := range cases[1:] {
+		f.Add(append(mustHex(f, c["header"]), body...))
+	}
 	fx, alice, parties, rs := multiFixture(f, 1)
 	body, headers, err := SealMulti(alice.key, alice.cert, rs, []byte("seed"))
 	if err != nil {

@@ -56,6 +56,9 @@ func TestUnpadRejectsNonCanonical(t *testing.T) {
 }
 
 func FuzzUnpad(f *testing.F) {
+	for _, seed := range envVectorHex(f, "padding.txt", "padded") {
+		f.Add(seed)
+	}
 	f.Add(Pad(nil))
 	f.Add(Pad([]byte("hello")))
 	f.Add(make([]byte, 64))

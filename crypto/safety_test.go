@@ -55,6 +55,9 @@ func TestSafetyNumber(t *testing.T) {
 }
 
 func FuzzSafetyScan(f *testing.F) {
+	for _, seed := range envVectorHex(f, "safety.txt", "qr_payload_b") {
+		f.Add(seed)
+	}
 	a, b := GenerateAccountKey().Public(), GenerateAccountKey().Public()
 	ab, ba := NewSafetyNumber(a, b), NewSafetyNumber(b, a)
 	f.Add(ba.QRPayload())

@@ -164,6 +164,9 @@ func TestSealedHostile(t *testing.T) {
 }
 
 func FuzzOpenSealed(f *testing.F) {
+	for _, seed := range envVectorHex(f, "sealed.txt", "envelope") {
+		f.Add(seed)
+	}
 	fx := newEnvFixture(f)
 	alice, bob := fx.party(f, 1), fx.party(f, 2)
 	env, err := Seal(alice.key, alice.cert, bob.key.Public(), []byte("seed"))

@@ -309,6 +309,9 @@ func TestGroupHostileEncodings(t *testing.T) {
 }
 
 func FuzzParseGroupReceiver(f *testing.F) {
+	for _, seed := range envVectorHex(f, "senderkey.txt", "receiver_state") {
+		f.Add(seed)
+	}
 	sk, r := newGroupPair(f)
 	mustGroupEncrypt(f, sk, "a")
 	r.Decrypt(mustGroupEncrypt(f, sk, "b"))
@@ -328,6 +331,9 @@ func FuzzParseGroupReceiver(f *testing.F) {
 }
 
 func FuzzParseSenderKey(f *testing.F) {
+	for _, seed := range envVectorHex(f, "senderkey.txt", "sender_key_state") {
+		f.Add(seed)
+	}
 	b, _ := NewSenderKey(GroupID{1}).MarshalBinary()
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -346,6 +352,9 @@ func FuzzParseSenderKey(f *testing.F) {
 }
 
 func FuzzSenderKeyDistribution(f *testing.F) {
+	for _, seed := range envVectorHex(f, "senderkey.txt", "distribution") {
+		f.Add(seed)
+	}
 	f.Add(NewSenderKey(GroupID{1}).Distribution())
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := NewGroupReceiver(GroupID{1})
@@ -375,6 +384,9 @@ func (k *SenderKey) distributionWithPublic(pub []byte) []byte {
 }
 
 func FuzzGroupDecrypt(f *testing.F) {
+	for _, seed := range envVectorHex(f, "senderkey.txt", "message") {
+		f.Add(seed)
+	}
 	sk, r := newGroupPair(f)
 	f.Add(mustGroupEncrypt(f, sk, "seed"))
 	f.Add(mustGroupEncrypt(f, sk, "seed 2"))

@@ -134,6 +134,9 @@ func TestStoreValues(t *testing.T) {
 }
 
 func FuzzStoreValueOpen(f *testing.F) {
+	for _, seed := range envVectorHex(f, "storekey.txt", "sealed") {
+		f.Add(seed)
+	}
 	k := newStoreKey([StoreKeySize]byte{1})
 	f.Add(k.Seal([]byte("ad"), []byte("value")))
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -145,6 +148,9 @@ func FuzzStoreValueOpen(f *testing.F) {
 }
 
 func FuzzUnwrapStoreKey(f *testing.F) {
+	for _, seed := range envVectorHex(f, "storekey.txt", "wrapped") {
+		f.Add(seed)
+	}
 	b, err := wrapStoreKey(newStoreKey([StoreKeySize]byte{1}), "pw", testScryptLogN)
 	if err != nil {
 		f.Fatal(err)
