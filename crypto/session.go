@@ -90,6 +90,12 @@ func InitiateSession(ik *IdentityPrivateKey, self Address, bundle *PreKeyBundle)
 //     in [PreKeysUsed] before, or atomically with, persisting the session,
 //     so that a replayed prekey message is refused.
 //
+// A client that already holds a session with the sending device first
+// passes the message to that session's [Session.Decrypt]: further prekey
+// messages of the same setup, and replays of the first one, belong there.
+// Only when Decrypt returns [ErrNewSession] (or no session exists) does
+// the message go to AcceptSession.
+//
 // It returns an error wrapping [ErrMalformed] for a message that is not a
 // well-formed prekey message, [ErrUnknownPreKey] (from keys) for a prekey
 // it does not hold, [ErrInvalidKey] for an invalid or small-order key, and
