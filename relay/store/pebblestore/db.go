@@ -99,10 +99,10 @@ type DB struct {
 	opts Options
 	m    *metrics
 
-	reqs  chan *request
+	reqs   chan *request
 	syncq  chan *group   // at most one group in flight
 	synced chan struct{} // the syncer finished a group
-	wg    sync.WaitGroup
+	wg     sync.WaitGroup
 
 	closeMu struct {
 		sync.RWMutex
@@ -190,9 +190,9 @@ func Open(dir string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("pebblestore: open %s: %w", dir, err)
 	}
 	d := &DB{
-		pdb:   pdb,
-		opts:  opts,
-		reqs:  make(chan *request, 1024),
+		pdb:    pdb,
+		opts:   opts,
+		reqs:   make(chan *request, 1024),
 		syncq:  make(chan *group, 1),
 		synced: make(chan struct{}, 1),
 
