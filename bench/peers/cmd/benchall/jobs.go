@@ -34,7 +34,7 @@ type job struct {
 
 	// cmd: a binary built from the main module
 	cmdPkg  string
-	cmdArgs func(o *options) []string
+	cmdRuns func(o *options) [][]string // one argument list per invocation in a round
 
 	timeout time.Duration
 
@@ -48,37 +48,45 @@ type job struct {
 // allJobs lists every job in the order a round runs them: each group of Sotto's figures next to
 // the references and floors they are compared with.
 func allJobs(o *options) []*job {
-	crypto := func(id, system, module, pkg, bench string) *job {
+	crypto := func(id, system, module, pkg, bench string, count int) *job {
 		return &job{id: id, system: system, kind: "gotest", module: module, pkg: pkg, bench: bench,
-			benchtime: "400ms", quickBenchtime: "40ms", count: 2, quickCount: 1, timeout: 6 * time.Minute}
+			benchtime: "300ms", quickBenchtime: "40ms", count: count, quickCount: 1, timeout: 6 * time.Minute}
 	}
 	return []*job{
-		crypto("sotto/crypto", "sotto", "main", "./crypto", "."),
-		crypto("peers/libsignalgo", "libsignal-go", "peers", "./libsignalgo", "."),
+		crypto("sotto/crypto", "sotto", "main", "./crypto", ".", 2),
+		crypto("peers/libsignalgo", "libsignal-go", "peers", "./libsignalgo", ".", 2),
 		{id: "libsignal/node", system: "libsignal", kind: "node", timeout: 6 * time.Minute},
-		crypto("peers/floor", "floor", "peers", "./floor", "^BenchmarkFloor$"),
+		crypto("peers/floor", "floor", "peers", "./floor", "^BenchmarkFloor$", 1),
 		{id: "sotto/relay-load", system: "sotto", kind: "cmd", cmdPkg: "./cmd/sotto-load",
-			cmdArgs: relayLoadArgs, timeout: 6 * time.Minute},
-		{id: "sotto/relay-store", system: "sotto", kind: "gotest", module: "main", pkg: "./relay/store", bench: ".",
-			benchtime: "1s", quickBenchtime: "100ms", count: 1, quickCount: 1, timeout: 6 * time.Minute},
+			cmdRuns: relayLoadRuns, timeout: 6 * time.Minute},
+		{id: "sotto/relay-store", system: "sotto", kind: "gotest", module: "main", pkg: "./relay/store/pebblestore",
+			bench: "^Benchmark(Put|PutMulti1000|PebbleSync)$", benchtime: "1s", quickBenchtime: "150ms", count: 1, quickCount: 1,
+			timeout: 6 * time.Minute},
 		{id: "peers/jetstream", system: "nats", kind: "gotest", module: "peers", pkg: "./jetstream", bench: ".",
 			benchtime: "", count: 1, quickCount: 1, timeout: 8 * time.Minute},
 		{id: "peers/disk", system: "floor", kind: "gotest", module: "peers", pkg: "./floor", bench: "^BenchmarkDisk$",
-			benchtime: "2s", quickBenchtime: "300ms", count: 1, quickCount: 1, timeout: 2 * time.Minute},
+			benchtime: "1s", quickBenchtime: "300ms", count: 1, quickCount: 1, timeout: 2 * time.Minute},
 		{id: "sotto/keyserver", system: "sotto", kind: "gotest", module: "main", pkg: "./keyserver", bench: "BundleFetch",
-			benchtime: "2s", quickBenchtime: "200ms", count: 1, quickCount: 1, timeout: 5 * time.Minute},
+			benchtime: "1s", quickBenchtime: "200ms", count: 1, quickCount: 1, timeout: 5 * time.Minute},
 		{id: "sotto/client", system: "sotto", kind: "gotest", module: "main", pkg: "./client", bench: "ClientToClient",
-			benchtime: "3s", quickBenchtime: "300ms", count: 1, quickCount: 1, timeout: 5 * time.Minute},
+			benchtime: "2s", quickBenchtime: "300ms", count: 1, quickCount: 1, timeout: 5 * time.Minute},
 	}
 }
 
-// relayLoadArgs are the flags of Sotto's load generator; they are filled in from its README once
-// it lands (see prepare: a missing command is reported as missing).
-func relayLoadArgs(o *options) []string {
+// relayLoadRuns are the invocations of Sotto's load generator (cmd/sotto-load, which starts
+// the relay as a child process with Pebble in a temp dir and drives it over WebSockets): durable
+// throughput with 1,000 receiving devices, latency at 2,000 msgs/s, and memory per idle
+// connection. Each prints one JSON line with a "mode" field.
+func relayLoadRuns(o *options) [][]string {
+	dur, warm, conns := "4s", "1s", "5000"
 	if o.quick {
-		return []string{"-quick"}
+		dur, warm, conns = "1500ms", "500ms", "1000"
 	}
-	return nil
+	return [][]string{
+		{"-mode", "throughput", "-devices", "1000", "-payload", "256", "-duration", dur, "-warmup", warm},
+		{"-mode", "latency", "-devices", "1000", "-rate", "2000", "-payload", "256", "-duration", dur, "-warmup", warm},
+		{"-mode", "idle", "-conns", conns},
+	}
 }
 
 func (j *job) prepare(ctx context.Context, o *options) {
@@ -268,7 +276,7 @@ func (j *job) runGoTest(ctx context.Context, o *options, res *results) error {
 	if j.id == "peers/jetstream" {
 		// Throughput runs publish a fixed number of messages (SyncAlways is an order of magnitude
 		// slower, so fewer); the latency runs publish at 2,000 msgs/s for a fixed time.
-		n, ns, lat := "30000x", "4000x", "-js.latency=4s"
+		n, ns, lat := "30000x", "4000x", "-js.latency=3s"
 		if o.quick {
 			n, ns, lat = "5000x", "1000x", "-js.latency=1s"
 		}
@@ -345,7 +353,7 @@ func parseGoBench(out []byte, id string, res *results) int {
 func (j *job) runNode(ctx context.Context, o *options, res *results) error {
 	cmd := exec.CommandContext(ctx, "node", "bench.mjs", "--single")
 	cmd.Dir = j.dir
-	ms, warm := "700", "200"
+	ms, warm := "400", "150"
 	if o.quick {
 		ms, warm = "60", "20"
 	}
@@ -380,23 +388,39 @@ func lastLine(b []byte) string {
 }
 
 // runCmd runs a load generator that prints one JSON object per line; every numeric field of
-// every line is recorded under the line's "workload" (or "name") field.
+// every line is recorded under the line's "mode" (or "workload", or "name") field.
 func (j *job) runCmd(ctx context.Context, o *options, res *results) error {
-	cmd := exec.CommandContext(ctx, j.bin, j.cmdArgs(o)...)
+	var errs []string
+	for _, args := range j.cmdRuns(o) {
+		if err := j.runCmdOnce(ctx, res, args); err != nil {
+			errs = append(errs, strings.Join(args[:2], " ")+": "+err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func (j *job) runCmdOnce(ctx context.Context, res *results, args []string) error {
+	cmd := exec.CommandContext(ctx, j.bin, args...)
 	cmd.Dir = j.dir
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	n := 0
 	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		var m map[string]any
 		if json.Unmarshal(sc.Bytes(), &m) != nil {
 			continue
 		}
-		name, _ := m["workload"].(string)
-		if name == "" {
-			name, _ = m["name"].(string)
+		var name string
+		for _, k := range []string{"mode", "workload", "name"} {
+			if name, _ = m[k].(string); name != "" {
+				break
+			}
 		}
 		for k, v := range m {
 			if f, ok := v.(float64); ok {

@@ -298,6 +298,10 @@ func profiles(ctx context.Context, o *options, jobs []*job, rep *report) string 
 			done[rr.sotto.key] = true
 			id, name, _ := strings.Cut(rr.sotto.key, ":")
 			j := byID[id]
+			if j != nil && j.kind == "cmd" && j.skip == "" {
+				b.WriteString(profileCmd(ctx, o, j, name, ch.workload))
+				continue
+			}
 			if j == nil || j.kind != "gotest" || j.skip != "" {
 				fmt.Fprintf(&b, "\n### %s\n\nnot a Go benchmark of this run (%s); profile it by hand.\n", ch.workload, id)
 				continue
@@ -350,5 +354,40 @@ func trimPprof(s string) string {
 		}
 		b.WriteString(l + "\n")
 	}
+	return b.String()
+}
+
+// profileCmd reruns one mode of the load generator with the relay's CPU profile on (the relay
+// runs in a child process of the same binary) and returns the top frames.
+func profileCmd(ctx context.Context, o *options, j *job, mode, workload string) string {
+	var b strings.Builder
+	var args []string
+	for _, a := range j.cmdRuns(o) {
+		if len(a) > 1 && a[1] == mode {
+			args = a
+		}
+	}
+	fmt.Fprintf(&b, "\n### %s\n\n", workload)
+	if args == nil {
+		b.WriteString("no load-generator run for this figure.\n")
+		return b.String()
+	}
+	prof := filepath.Join(o.tmp, "relay-"+mode+".prof")
+	full := append(append([]string(nil), args...), "-cpuprofile", prof)
+	fmt.Fprintf(&b, "`go run ./cmd/sotto-load %s` (the relay's own CPU profile) then `go tool pprof -top`:\n\n```\n", strings.Join(full[:len(full)-1], " ")+" cpu.prof")
+	cmd := exec.CommandContext(ctx, j.bin, full...)
+	cmd.Dir = j.dir
+	out, err := cmd.Output()
+	b.WriteString(strings.TrimSpace(string(out)) + "\n")
+	if err != nil {
+		fmt.Fprintf(&b, "load run failed: %v\n```\n", err)
+		return b.String()
+	}
+	for _, m := range [][]string{{"-top", "-nodecount=15"}, {"-top", "-cum", "-nodecount=25"}} {
+		pc := exec.CommandContext(ctx, "go", append(append([]string{"tool", "pprof"}, m...), j.bin, prof)...)
+		po, _ := pc.CombinedOutput()
+		b.WriteString(trimPprof(string(po)))
+	}
+	b.WriteString("```\n")
 	return b.String()
 }
