@@ -8,7 +8,7 @@ package server
 //
 // run is the reader: it subscribes the connection with the LiveNotifier
 // (displacing an older connection of the same device), starts sendLoop in
-// an errgroup, and reads frames until the connection ends:
+// the connection's errgroup, and reads frames until the connection ends:
 //
 //   - Ack: deletes the message from the store (Queues.Ack), then hands the
 //     cursor to sendLoop over acks, which frees a window slot. The delete
@@ -20,23 +20,33 @@ package server
 //   - a frame type this protocol does not know: ignored; a relay-to-device
 //     frame or a malformed frame: the connection is closed with 1008.
 //
-// sendLoop is the only writer of frames. It owns all delivery state (the
-// set of delivered-but-unacknowledged cursors, the fetch position, whether
-// the Drained marker went out) so that none of it needs a lock. It fetches
-// from the store whenever the queue may hold more than it sent and the
-// window has room; it is woken by Wake (a Put landed in the queue: the
-// notifier calls it from the sender's goroutine, which never blocks: a
-// buffered channel of one plus an atomic maximum priority), by acks, by out
-// (send results and ephemeral frames) and by the keepalive ticker. A ping
-// runs in its own short-lived goroutine because it waits for the pong,
-// which the reader receives.
+// sendLoop is the only writer of data frames. It owns all delivery state
+// (the set of delivered-but-unacknowledged cursors, the fetch position,
+// whether the Drained marker went out; kept in c.d) so that none of it
+// needs a lock. It fetches from the store whenever the queue may hold more
+// than it sent and the window has room; it is woken by wake (a Put landed
+// in the queue: the notifier calls Wake from the sender's goroutine, which
+// never blocks: a buffered channel of one plus an atomic maximum priority),
+// by acks and by out (send results and ephemeral frames).
+//
+// At most one sendLoop runs per connection, and only while there is work:
+// once everything delivered is acknowledged, the backlog drained and the
+// channels empty, it returns, and the next producer starts it again (kick).
+// An idle connection therefore costs one goroutine, its reader, blocked in
+// a read (see BENCHMARKS for what that saves). The hand-over is race-free
+// because producers first put their item in the channel and then call
+// kick, and sendLoop decides to stop under the same lock (c.st) after
+// seeing every channel empty. Keepalive pings come from a timer whose
+// callback runs each ping in a short-lived goroutine of the errgroup,
+// because a ping waits for its pong, which the reader receives.
 //
 // The connection ends when any of them fails or when close is called
-// (displacement, purge, shutdown, ping timeout, protocol violation): close
-// records the first close code and closes the WebSocket with it in a
-// goroutine, which makes the reader's Read fail; run then cancels the
-// errgroup's context, waits for sendLoop and any send or ping goroutines,
-// unsubscribes and deregisters. Nothing is lost when a connection dies:
+// (displacement, purge, shutdown, ping timeout, protocol violation, a
+// failed write): close records the first close code and closes the
+// WebSocket with it in a goroutine, which makes the reader's Read fail;
+// run then marks the connection ended (no sendLoop or ping starts after
+// that), cancels the context, waits for the errgroup, unsubscribes and
+// deregisters. Nothing is lost when a connection dies:
 // unacknowledged messages stay in the store and are delivered again on
 // the next connection.
 
@@ -100,6 +110,8 @@ func (s *Server) Accept(wc Conn, q store.QueueID) error {
 		closed: make(chan struct{}),
 	}
 	c.wakePrio.Store(-1)
+	c.d.lastPrio = -1
+	c.d.more = true
 	s.mu.Lock()
 	if s.mu.closed {
 		s.mu.Unlock()
@@ -118,15 +130,56 @@ type conn struct {
 	wc Conn
 	q  store.QueueID
 
-	wake     chan struct{} // buffered(1): a Put landed since sendLoop last looked
-	wakePrio atomic.Int32  // highest priority woken since then, -1 none
+	ctx      context.Context // canceled when the connection ends
+	g        errgroup.Group  // sendLoop, sends being stored, pings
+	wake     chan struct{}   // buffered(1): a Put landed since sendLoop last looked
+	wakePrio atomic.Int32    // highest priority woken since then, -1 none
 	acks     chan store.Cursor
 	out      chan []byte // send results and ephemeral frames, in order
-	pinging  atomic.Bool
-	g        *errgroup.Group
+
+	st struct {
+		sync.Mutex
+		running bool        // a sendLoop is running
+		ended   bool        // the connection is ending: start nothing more
+		ping    *time.Timer // the next keepalive ping
+	}
+	d delivery // owned by the running sendLoop
 
 	closeOnce sync.Once
 	closed    chan struct{} // closed once the WebSocket close has finished
+}
+
+// delivery is the state of delivering a queue to one connection.
+type delivery struct {
+	inflight map[store.Cursor]struct{} // delivered, not yet acknowledged
+	after    store.Cursor              // fetch position: the last cursor looked at
+	lastPrio int                       // priority of the message at after, -1 none
+	more     bool                      // the queue may hold messages not yet delivered
+	rescan   bool                      // a message may have landed before after
+	drained  bool                      // the Drained marker went out
+	buf      []byte
+}
+
+// kick makes sure a sendLoop runs (producers call it after queueing work).
+func (c *conn) kick() {
+	c.st.Lock()
+	defer c.st.Unlock()
+	if c.st.running || c.st.ended {
+		return
+	}
+	c.st.running = true
+	c.g.Go(c.runSendLoop)
+}
+
+// runSendLoop runs sendLoop and ends the connection if it failed.
+func (c *conn) runSendLoop() error {
+	err := c.sendLoop(c.ctx)
+	if err != nil && c.ctx.Err() == nil {
+		// A write or the store failed: end the connection, which ends
+		// the reader.
+		c.close(CloseInternal, "internal error")
+	}
+	return err
 }
 
 // Wake implements Subscriber.
@@ -141,6 +194,7 @@ func (c *conn) Wake(priority uint8) {
 	case c.wake <- struct{}{}:
 	default:
 	}
+	c.kick()
 }
 
 // Ephemeral implements Subscriber: the frame is queued if there is room
@@ -148,6 +202,7 @@ func (c *conn) Wake(priority uint8) {
 func (c *conn) Ephemeral(frame []byte) bool {
 	select {
 	case c.out <- frame:
+		c.kick()
 		return true
 	default:
 		return false
@@ -170,6 +225,42 @@ func (c *conn) close(code CloseCode, reason string) {
 	})
 }
 
+// schedulePing arms the keepalive timer, unless the connection is ending.
+func (c *conn) schedulePing() {
+	c.st.Lock()
+	defer c.st.Unlock()
+	if c.st.ended {
+		return
+	}
+	if c.st.ping == nil {
+		c.st.ping = time.AfterFunc(c.s.cfg.PingInterval, c.startPing)
+	} else {
+		c.st.ping.Reset(c.s.cfg.PingInterval)
+	}
+}
+
+// startPing runs one keepalive ping in a goroutine of the errgroup.
+func (c *conn) startPing() {
+	c.st.Lock()
+	defer c.st.Unlock()
+	if c.st.ended {
+		return
+	}
+	c.g.Go(func() error {
+		pctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.PongTimeout)
+		defer cancel()
+		if err := c.wc.Ping(pctx); err != nil {
+			if c.ctx.Err() == nil {
+				c.s.m.dropped.WithLabelValues(dropIdle).Inc()
+				c.close(CloseIdle, "keepalive timeout")
+			}
+			return nil
+		}
+		c.schedulePing()
+		return nil
+	})
+}
+
 // run is the connection's reader; see the comment at the top of the file.
 func (c *conn) run() {
 	s := c.s
@@ -178,11 +269,13 @@ func (c *conn) run() {
 	s.m.connections.Inc()
 	unsubscribe := s.live.Subscribe(c.q, c)
 
+	// The reader is unblocked by closing the WebSocket, so its reads need
+	// no context (which would cost an allocation per read).
 	ctx, cancel := context.WithCancel(context.Background())
-	g, gctx := errgroup.WithContext(ctx)
-	c.g = g
-	g.Go(func() error { return c.sendLoop(gctx) })
-	err := c.readLoop(gctx)
+	c.ctx = ctx
+	c.kick() // deliver the backlog, then the Drained marker
+	c.schedulePing()
+	err := c.readLoop(ctx)
 
 	code, reason := CloseNormal, ""
 	var pe *protocolError
@@ -195,8 +288,14 @@ func (c *conn) run() {
 	}
 	c.close(code, reason)
 	<-c.closed
+	c.st.Lock()
+	c.st.ended = true
+	if c.st.ping != nil {
+		c.st.ping.Stop()
+	}
+	c.st.Unlock()
 	cancel()
-	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+	if err := c.g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Debug("relay: connection send loop ended", "err", err)
 	}
 	unsubscribe()
@@ -219,7 +318,7 @@ func (c *conn) readLoop(ctx context.Context) error {
 	s := c.s
 	var sem chan struct{}
 	for {
-		frame, err := c.wc.ReadFrame(ctx)
+		frame, err := c.wc.ReadFrame(context.Background())
 		if err != nil {
 			return err
 		}
@@ -246,6 +345,7 @@ func (c *conn) readLoop(ctx context.Context) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
+			c.kick()
 		case wire.FrameSend:
 			m, err := wire.ParseSend(frame)
 			if err != nil {
@@ -265,6 +365,7 @@ func (c *conn) readLoop(ctx context.Context) error {
 				res := s.Send(ctx, &from, m)
 				select {
 				case c.out <- res.Marshal():
+					c.kick()
 				case <-ctx.Done():
 				}
 				return nil
@@ -279,106 +380,120 @@ func (c *conn) readLoop(ctx context.Context) error {
 	}
 }
 
-// sendLoop is the connection's only writer; see the top of the file.
+// idle reports whether sendLoop has nothing to do; if so it marks the loop
+// stopped, under the lock producers take in kick after queueing work.
+func (c *conn) idle() bool {
+	d := &c.d
+	if d.more || len(d.inflight) > 0 || !d.drained {
+		return false
+	}
+	c.st.Lock()
+	defer c.st.Unlock()
+	if len(c.wake) > 0 || len(c.acks) > 0 || len(c.out) > 0 {
+		return false
+	}
+	c.st.running = false
+	return true
+}
+
+// sendLoop is the connection's only writer of data frames; see the top of
+// the file. It returns when the connection has nothing to deliver.
 func (c *conn) sendLoop(ctx context.Context) error {
 	s := c.s
+	d := &c.d
 	window := s.cfg.Window
-	inflight := make(map[store.Cursor]struct{})
-	var after store.Cursor // fetch position: the last cursor looked at
-	lastPrio := -1         // priority of the message at after
-	more := true           // the queue may hold messages not yet delivered
-	rescan := false        // a message may have landed before after
-	drained := false
-	ticker := time.NewTicker(s.cfg.PingInterval)
-	defer ticker.Stop()
-	var buf []byte
-
+	if d.inflight == nil {
+		d.inflight = make(map[store.Cursor]struct{})
+	}
 	for {
-		if more && len(inflight) < window {
-			from := after
-			if rescan || len(inflight) == 0 {
-				// With nothing in flight a scan from the start costs the
-				// same, and it also finds a message whose Put committed
-				// after a later one's.
-				from = store.Cursor{}
-				lastPrio = -1
-			}
-			rescan = false
-			free := window - len(inflight)
-			limit := free
-			for k := range inflight {
-				if bytes.Compare(k[:], from[:]) > 0 {
-					limit++ // it will come back and be skipped
-				}
-			}
-			msgs, err := s.queues.Fetch(ctx, c.q, from, limit)
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				s.log.Error("relay: fetch", "err", err)
-				c.close(CloseInternal, "internal error")
-				return errInternal
-			}
-			more = len(msgs) == limit
-			now := time.Now()
-			for i := range msgs {
-				m := &msgs[i]
-				if _, ok := inflight[m.Key]; ok {
-					after, lastPrio = m.Key, int(m.Priority)
-					continue
-				}
-				if free == 0 {
-					more = true
-					break
-				}
-				d := wire.Deliver{Cursor: m.Key, ID: m.ID, Priority: m.Priority,
-					StoredMillis: uint64(m.Stored.UnixMilli()), Header: m.Header, Body: m.Body}
-				buf = d.Append(buf[:0])
-				if err := c.wc.WriteFrame(ctx, buf); err != nil {
-					return err
-				}
-				inflight[m.Key] = struct{}{}
-				after, lastPrio = m.Key, int(m.Priority)
-				free--
-				s.m.delivered.Inc()
-				s.m.deliveryLag.Observe(now.Sub(m.Stored).Seconds())
-			}
-			if !more && !drained {
-				drained = true
-				if err := c.wc.WriteFrame(ctx, wire.DrainedFrame()); err != nil {
-					return err
-				}
+		if d.more && len(d.inflight) < window {
+			if err := c.fill(ctx, window); err != nil {
+				return err
 			}
 			continue
+		}
+		if c.idle() {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-c.wake:
-			more = true
-			if p := c.wakePrio.Swap(-1); int(p) > lastPrio {
-				rescan = true
+			d.more = true
+			if p := c.wakePrio.Swap(-1); int(p) > d.lastPrio {
+				d.rescan = true
 			}
 		case k := <-c.acks:
-			delete(inflight, k)
+			delete(d.inflight, k)
 		case f := <-c.out:
 			if err := c.wc.WriteFrame(ctx, f); err != nil {
 				return err
 			}
-		case <-ticker.C:
-			if c.pinging.CompareAndSwap(false, true) {
-				c.g.Go(func() error {
-					defer c.pinging.Store(false)
-					pctx, cancel := context.WithTimeout(ctx, s.cfg.PongTimeout)
-					defer cancel()
-					if err := c.wc.Ping(pctx); err != nil && ctx.Err() == nil {
-						s.m.dropped.WithLabelValues(dropIdle).Inc()
-						c.close(CloseIdle, "keepalive timeout")
-					}
-					return nil
-				})
-			}
 		}
 	}
+}
+
+// fill fetches and delivers messages until the window is full or the
+// queue has no more, then sends the Drained marker if it is due.
+func (c *conn) fill(ctx context.Context, window int) error {
+	s := c.s
+	d := &c.d
+	from := d.after
+	if d.rescan || len(d.inflight) == 0 {
+		// With nothing in flight a scan from the start costs the same,
+		// and it also finds a message whose Put committed after a later
+		// one's.
+		from = store.Cursor{}
+		d.lastPrio = -1
+	}
+	d.rescan = false
+	free := window - len(d.inflight)
+	limit := free
+	for k := range d.inflight {
+		if bytes.Compare(k[:], from[:]) > 0 {
+			limit++ // it will come back and be skipped
+		}
+	}
+	msgs, err := s.queues.Fetch(ctx, c.q, from, limit)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.log.Error("relay: fetch", "err", err)
+		return errInternal
+	}
+	d.more = len(msgs) == limit
+	now := time.Now()
+	for i := range msgs {
+		m := &msgs[i]
+		if _, ok := d.inflight[m.Key]; ok {
+			d.after, d.lastPrio = m.Key, int(m.Priority)
+			continue
+		}
+		if free == 0 {
+			d.more = true
+			break
+		}
+		dm := wire.Deliver{Cursor: m.Key, ID: m.ID, Priority: m.Priority,
+			StoredMillis: uint64(m.Stored.UnixMilli()), Header: m.Header, Body: m.Body}
+		d.buf = dm.Append(d.buf[:0])
+		if err := c.wc.WriteFrame(ctx, d.buf); err != nil {
+			return err
+		}
+		d.inflight[m.Key] = struct{}{}
+		d.after, d.lastPrio = m.Key, int(m.Priority)
+		free--
+		s.m.delivered.Inc()
+		s.m.deliveryLag.Observe(now.Sub(m.Stored).Seconds())
+	}
+	if len(d.buf) > 4<<10 {
+		d.buf = nil // do not keep a large message's buffer
+	}
+	if !d.more && !d.drained {
+		d.drained = true
+		if err := c.wc.WriteFrame(ctx, wire.DrainedFrame()); err != nil {
+			return err
+		}
+	}
+	return nil
 }

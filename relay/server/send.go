@@ -104,13 +104,17 @@ func (s *Server) send(ctx context.Context, from *store.QueueID, m *wire.Send) *w
 			return result(m, http.StatusGone, CodeGone)
 		}
 		if err != nil {
-			s.log.Error("relay: directory lookup", "err", err)
+			if ctx.Err() == nil {
+				s.log.Error("relay: directory lookup", "err", err)
+			}
 			return result(m, http.StatusServiceUnavailable, CodeUnavailable)
 		}
 		if m.Sealed {
 			want, ok, err := s.devices.AccessKeyHash(ctx, account)
 			if err != nil {
-				s.log.Error("relay: access key lookup", "err", err)
+				if ctx.Err() == nil {
+					s.log.Error("relay: access key lookup", "err", err)
+				}
 				return result(m, http.StatusServiceUnavailable, CodeUnavailable)
 			}
 			got := hashAccessKey(a.AccessKey)
