@@ -10,11 +10,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
@@ -71,7 +73,11 @@ func unlimited() Limits {
 
 func newEnv(t testing.TB, mod func(*Config)) *testEnv {
 	t.Helper()
-	db, err := store.Open(t.TempDir(), store.Options{})
+	opts := store.Options{}
+	if os.Getenv("KS_MEMFS") != "" {
+		opts.FS = vfs.NewMem()
+	}
+	db, err := store.Open(t.TempDir(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

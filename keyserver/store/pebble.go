@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -56,7 +57,14 @@ type Options struct {
 	FS vfs.FS
 	// Logger receives Pebble's error messages; nil discards them.
 	Logger *slog.Logger
+	// CacheSize is the block cache in bytes; 0 means DefaultCacheSize.
+	CacheSize int64
 }
+
+// DefaultCacheSize is the default block cache: a claim reads the next
+// one-time ML-KEM prekey of a device (1,255 bytes), and a cache that holds
+// the hot end of many devices' key ranges keeps claims off the disk.
+const DefaultCacheSize = 128 << 20
 
 // DB is the Pebble implementation of [Store].
 //
@@ -80,13 +88,104 @@ type DB struct {
 type stripe struct {
 	mu       sync.Mutex
 	inflight map[string]struct{} // keys of one-time prekeys being claimed
+	// cursor maps a device's one-time prekey prefix (EC or KEM) to the
+	// last key claimed from it. Claims take keys in order, so every live
+	// key of the prefix sorts after the cursor unless an upload put lower
+	// IDs (which resets it); seeking past the cursor skips the deletion
+	// tombstones of earlier claims, which would otherwise make each claim
+	// cost more than the last. It is only a hint: a missing entry means a
+	// scan from the start.
+	cursor map[string][]byte
+	// cache holds account records and the devices' signed and last-resort
+	// prekeys, which every claim and every authenticated request read. It
+	// is filled and dropped under mu; every mutation of an account drops
+	// the account's entry before it writes, and holds mu until committed.
+	cache map[crypto.AccountID]*cachedAccount
+}
+
+type cachedAccount struct {
+	acct *Account
+	keys map[crypto.DeviceID]*cachedKeys
+}
+
+// cachedKeys are a device's signed and last-resort prekeys (nil if absent).
+type cachedKeys struct{ signed, lastResort []byte }
+
+// maxCachedAccountsPerStripe bounds the cache (65,536 accounts in all).
+const maxCachedAccountsPerStripe = 256
+
+// accountLocked returns the account's record through the cache. The
+// caller holds st.mu and must not modify the result.
+func (s *DB) accountLocked(st *stripe, id crypto.AccountID) (*cachedAccount, error) {
+	if c, ok := st.cache[id]; ok {
+		return c, nil
+	}
+	a, err := s.account(id)
+	if err != nil {
+		return nil, err
+	}
+	if len(st.cache) >= maxCachedAccountsPerStripe {
+		for k := range st.cache {
+			delete(st.cache, k)
+			break
+		}
+	}
+	c := &cachedAccount{acct: a, keys: make(map[crypto.DeviceID]*cachedKeys)}
+	st.cache[id] = c
+	return c, nil
+}
+
+// deviceKeysLocked returns the device's signed and last-resort prekeys
+// through the cache. The caller holds st.mu.
+func (s *DB) deviceKeysLocked(c *cachedAccount, addr crypto.Address) (*cachedKeys, error) {
+	if k, ok := c.keys[addr.Device]; ok {
+		return k, nil
+	}
+	k := new(cachedKeys)
+	var err error
+	if k.signed, err = s.get(deviceKey(addr, kindSigned)); err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	if k.lastResort, err = s.get(deviceKey(addr, kindLastResort)); err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	c.keys[addr.Device] = k
+	return k, nil
+}
+
+// maxCursorsPerStripe bounds the claim cursors held in memory; dropping
+// one costs a scan, never correctness.
+const maxCursorsPerStripe = 1024
+
+func (st *stripe) setCursor(prefix, key []byte) {
+	if _, ok := st.cursor[string(prefix)]; !ok && len(st.cursor) >= maxCursorsPerStripe {
+		for k := range st.cursor {
+			delete(st.cursor, k)
+			break
+		}
+	}
+	st.cursor[string(prefix)] = key
+}
+
+// dropCursors forgets the cursors under prefix (a device or an account).
+func (st *stripe) dropCursors(prefix []byte) {
+	for k := range st.cursor {
+		if strings.HasPrefix(k, string(prefix)) {
+			delete(st.cursor, k)
+		}
+	}
 }
 
 var _ Store = (*DB)(nil)
 
 // Open opens (creating if needed) the store in dir.
 func Open(dir string, opts Options) (*DB, error) {
-	po := &pebble.Options{FS: opts.FS, Logger: pebbleLogger{opts.Logger}}
+	if opts.CacheSize == 0 {
+		opts.CacheSize = DefaultCacheSize
+	}
+	cache := pebble.NewCache(opts.CacheSize)
+	defer cache.Unref() // the DB holds its own reference
+	po := &pebble.Options{FS: opts.FS, Logger: pebbleLogger{opts.Logger}, Cache: cache}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("store: open: %w", err)
@@ -94,6 +193,8 @@ func Open(dir string, opts Options) (*DB, error) {
 	s := &DB{db: db}
 	for i := range s.stripes {
 		s.stripes[i].inflight = make(map[string]struct{})
+		s.stripes[i].cursor = make(map[string][]byte)
+		s.stripes[i].cache = make(map[crypto.AccountID]*cachedAccount)
 	}
 	return s, nil
 }
@@ -257,6 +358,7 @@ func (s *DB) CreateAccount(ctx context.Context, a *Account, device crypto.Device
 	st := s.stripe(a.ID)
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	delete(st.cache, a.ID)
 	if _, err := s.account(a.ID); err == nil {
 		return ErrExists
 	} else if !errors.Is(err, ErrNotFound) {
@@ -264,11 +366,9 @@ func (s *DB) CreateAccount(ctx context.Context, a *Account, device crypto.Device
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	// A previous incarnation of the account was deleted with a range
-	// deletion; start from an empty prefix all the same.
-	if err := b.DeleteRange(accountPrefix(a.ID), prefixEnd(accountPrefix(a.ID)), nil); err != nil {
-		return fmt.Errorf("store: create account: %w", err)
-	}
+	// Nothing of the account can exist without its record: deletion
+	// removes the whole prefix in the same batch as the record.
+	st.dropCursors(accountPrefix(a.ID))
 	if err := b.Set(accountKey(a.ID, subRecord), encodeAccount(a), nil); err != nil {
 		return fmt.Errorf("store: create account: %w", err)
 	}
@@ -287,11 +387,15 @@ func (s *DB) Account(ctx context.Context, id crypto.AccountID) (*Account, error)
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	a, err := s.account(id)
+	st := s.stripe(id)
+	st.mu.Lock()
+	c, err := s.accountLocked(st, id)
+	st.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("store: account: %w", err)
 	}
-	return a, nil
+	a := *c.acct // callers may change the copy's fields, not its slices
+	return &a, nil
 }
 
 // ReplaceDeviceList implements [Store].
@@ -302,6 +406,7 @@ func (s *DB) ReplaceDeviceList(ctx context.Context, a *Account) ([]crypto.Device
 	st := s.stripe(a.ID)
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	delete(st.cache, a.ID)
 	cur, err := s.account(a.ID)
 	if err != nil {
 		return nil, fmt.Errorf("store: replace device list: %w", err)
@@ -318,6 +423,7 @@ func (s *DB) ReplaceDeviceList(ctx context.Context, a *Account) ([]crypto.Device
 		}
 		removed = append(removed, d.ID)
 		p := devicePrefix(crypto.Address{Account: a.ID, Device: d.ID})
+		st.dropCursors(p)
 		if err := b.DeleteRange(p, prefixEnd(p), nil); err != nil {
 			return nil, fmt.Errorf("store: replace device list: %w", err)
 		}
@@ -339,6 +445,7 @@ func (s *DB) DeleteAccount(ctx context.Context, id crypto.AccountID) error {
 	st := s.stripe(id)
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	delete(st.cache, id)
 	if _, err := s.account(id); err != nil {
 		return fmt.Errorf("store: delete account: %w", err)
 	}
@@ -354,6 +461,7 @@ func (s *DB) DeleteAccount(ctx context.Context, id crypto.AccountID) error {
 		return fmt.Errorf("store: delete account: %w", err)
 	}
 	p := accountPrefix(id)
+	st.dropCursors(p)
 	if err := b.DeleteRange(p, prefixEnd(p), nil); err != nil {
 		return fmt.Errorf("store: delete account: %w", err)
 	}
@@ -408,10 +516,16 @@ func (s *DB) stageKeys(b *pebble.Batch, st *stripe, addr crypto.Address, keys De
 		if n+len(set.keys) > MaxOneTimePreKeys {
 			return ErrTooManyPreKeys
 		}
+		prefix := deviceKey(addr, set.kind)
 		for _, k := range set.keys {
 			key := oneTimeKey(addr, set.kind, k.ID)
 			if _, ok := st.inflight[string(key)]; ok {
 				return ErrDuplicatePreKey
+			}
+			if c, ok := st.cursor[string(prefix)]; ok && bytes.Compare(key, c) <= 0 {
+				// Staged only: if the commit fails the cursor was merely
+				// dropped, which costs a scan.
+				delete(st.cursor, string(prefix))
 			}
 			if err := b.Set(key, k.Encoded, nil); err != nil {
 				return fmt.Errorf("store: put prekeys: %w", err)
@@ -448,6 +562,7 @@ func (s *DB) PutPreKeys(ctx context.Context, addr crypto.Address, keys DeviceKey
 	st := s.stripe(addr.Account)
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	delete(st.cache, addr.Account)
 	a, err := s.account(addr.Account)
 	if err != nil {
 		return fmt.Errorf("store: put prekeys: %w", err)
@@ -474,11 +589,11 @@ func (s *DB) Counts(ctx context.Context, addr crypto.Address) (Counts, error) {
 	st := s.stripe(addr.Account)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	a, err := s.account(addr.Account)
+	c0, err := s.accountLocked(st, addr.Account)
 	if err != nil {
 		return Counts{}, fmt.Errorf("store: counts: %w", err)
 	}
-	if _, ok := a.Device(addr.Device); !ok {
+	if _, ok := c0.acct.Device(addr.Device); !ok {
 		return Counts{}, fmt.Errorf("store: counts: device: %w", ErrNotFound)
 	}
 	var c Counts
@@ -530,6 +645,10 @@ func (s *DB) ClaimBundles(ctx context.Context, id crypto.AccountID, devices []cr
 	for _, k := range claimed {
 		delete(st.inflight, string(k))
 	}
+	if err != nil {
+		// The keys were not deleted: let the next claim find them again.
+		st.dropCursors(accountPrefix(id))
+	}
 	st.mu.Unlock()
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: claim: %w", err)
@@ -540,10 +659,12 @@ func (s *DB) ClaimBundles(ctx context.Context, id crypto.AccountID, devices []cr
 // pickLocked chooses the bundles' keys and marks the one-time keys in
 // flight. The caller holds st.mu.
 func (s *DB) pickLocked(st *stripe, id crypto.AccountID, devices []crypto.DeviceID) (*Account, []Bundle, [][]byte, error) {
-	a, err := s.account(id)
+	c, err := s.accountLocked(st, id)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("store: claim: %w", err)
 	}
+	acopy := *c.acct
+	a := &acopy
 	var want []Device
 	if len(devices) == 0 {
 		want = a.Devices
@@ -560,18 +681,14 @@ func (s *DB) pickLocked(st *stripe, id crypto.AccountID, devices []crypto.Device
 	var claimed [][]byte
 	for _, d := range want {
 		addr := crypto.Address{Account: id, Device: d.ID}
-		bd := Bundle{Device: d}
-		var err error
-		if bd.SignedPreKey, err = s.get(deviceKey(addr, kindSigned)); errors.Is(err, ErrNotFound) {
-			continue
-		} else if err != nil {
+		k, err := s.deviceKeysLocked(c, addr)
+		if err != nil {
 			return nil, nil, nil, fmt.Errorf("store: claim: %w", err)
 		}
-		if bd.LastResort, err = s.get(deviceKey(addr, kindLastResort)); errors.Is(err, ErrNotFound) {
+		if k.signed == nil || k.lastResort == nil {
 			continue
-		} else if err != nil {
-			return nil, nil, nil, fmt.Errorf("store: claim: %w", err)
 		}
+		bd := Bundle{Device: d, SignedPreKey: k.signed, LastResort: k.lastResort}
 		for _, kind := range []byte{kindOneTimeEC, kindOneTimeKEM} {
 			key, val, err := s.firstFree(st, deviceKey(addr, kind))
 			if err != nil {
@@ -594,9 +711,14 @@ func (s *DB) pickLocked(st *stripe, id crypto.AccountID, devices []crypto.Device
 }
 
 // firstFree returns the first key under prefix that is not in flight, with
-// a copy of its value, or nil when there is none.
+// a copy of its value, or nil when there is none, and advances the
+// prefix's cursor to it. The caller holds st.mu.
 func (s *DB) firstFree(st *stripe, prefix []byte) (key, val []byte, err error) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	lower := prefix
+	if c, ok := st.cursor[string(prefix)]; ok {
+		lower = append(bytes.Clone(c), 0) // the smallest key after c
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: claim: %w", err)
 	}
@@ -609,6 +731,9 @@ func (s *DB) firstFree(st *stripe, prefix []byte) (key, val []byte, err error) {
 	}
 	if err := it.Close(); err != nil {
 		return nil, nil, fmt.Errorf("store: claim: %w", err)
+	}
+	if key != nil {
+		st.setCursor(prefix, key)
 	}
 	return key, val, nil
 }

@@ -116,7 +116,8 @@ type Bundle struct {
 }
 
 // Store is the key server's storage. Every method is safe for concurrent
-// use and every mutation is durable (synced) when it returns.
+// use and every mutation is durable (synced) when it returns. Slices in
+// returned values may be shared with a cache: callers must not modify them.
 type Store interface {
 	// CreateAccount stores a new account with its first device's keys. It
 	// returns ErrExists if the account is registered.
