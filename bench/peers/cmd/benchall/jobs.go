@@ -64,6 +64,8 @@ func allJobs(o *options) []*job {
 			timeout: 6 * time.Minute},
 		{id: "peers/jetstream", system: "nats", kind: "gotest", module: "peers", pkg: "./jetstream", bench: ".",
 			benchtime: "", count: 1, quickCount: 1, timeout: 8 * time.Minute},
+		{id: "peers/wsfloor", system: "floor", kind: "gotest", module: "peers", pkg: "./wsfloor", bench: ".",
+			count: 1, quickCount: 1, timeout: 5 * time.Minute},
 		{id: "peers/disk", system: "floor", kind: "gotest", module: "peers", pkg: "./floor", bench: "^BenchmarkDisk$",
 			benchtime: "1s", quickBenchtime: "300ms", count: 1, quickCount: 1, timeout: 2 * time.Minute},
 		{id: "sotto/keyserver", system: "sotto", kind: "gotest", module: "main", pkg: "./keyserver", bench: "BundleFetch",
@@ -291,6 +293,17 @@ func (j *job) runGoTest(ctx context.Context, o *options, res *results) error {
 			}
 		}
 		return nil
+	}
+	if j.id == "peers/wsfloor" {
+		n, lat := "40000x", "-ws.latency=3s"
+		if o.quick {
+			n, lat = "5000x", "-ws.latency=1s"
+		}
+		args = append(args, lat)
+		if err := j.exec(ctx, res, append(args, "-test.bench", "^BenchmarkForward$/^throughput$", "-test.benchtime", n)); err != nil {
+			return err
+		}
+		return j.exec(ctx, res, append(args, "-test.bench", "^BenchmarkForward$/^latency$", "-test.benchtime", "1x"))
 	}
 	return j.exec(ctx, res, args)
 }

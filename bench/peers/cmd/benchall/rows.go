@@ -40,6 +40,7 @@ const (
 	ks  = "sotto/keyserver"
 	cl  = "sotto/client"
 	dsk = "peers/disk"
+	ws  = "peers/wsfloor"
 )
 
 func rows() []row {
@@ -144,8 +145,9 @@ func rows() []row {
 				{"nats SyncAlways (durable), one shared consumer", goMetric(js, "JetStream/throughput/syncalways-shared", "msgs/s")},
 				{"nats default (not durable), consumer per device", goMetric(js, "JetStream/throughput/default", "msgs/s")},
 				{"nats default (not durable), one shared consumer", goMetric(js, "JetStream/throughput/default-shared", "msgs/s")},
+				{"disk: 4 KiB append+fsync one at a time (syncs/s; group commit can exceed it)", goMetric(dsk, "Disk/append-fsync-4KiB", "syncs/s")},
 			},
-			floor: goMetric(dsk, "Disk/append-fsync-4KiB", "syncs/s"), floorFor: "4 KiB append+fsync, one at a time; group commit can exceed it"},
+			floor: goMetric(ws, "Forward/throughput", "msgs/s"), floorFor: "coder/websocket forwarder, no storage, 100 pairs, ≤32 in flight"},
 	)
 	for _, q := range []struct{ p, unit string }{{"p50", "p50-µs"}, {"p99", "p99-µs"}} {
 		rw := row{workload: "relay latency " + q.p + " at 2,000 msgs/s, durable", unit: "µs",
@@ -157,8 +159,9 @@ func rows() []row {
 				{"nats default (not durable), one shared consumer", goMetric(js, "JetStream/latency/default-shared", q.unit)},
 			}}
 		if q.p == "p50" {
-			rw.floor, rw.floorFor = goUs(dsk, "Disk/append-fsync-4KiB"), "one 4 KiB append+fsync"
+			rw.refs = append(rw.refs, ref{"disk: one 4 KiB append+fsync", goUs(dsk, "Disk/append-fsync-4KiB")})
 		}
+		rw.floor, rw.floorFor = goMetric(ws, "Forward/latency", q.unit), "coder/websocket forwarder, no storage"
 		r = append(r, rw)
 	}
 	r = append(r,
@@ -214,6 +217,9 @@ func floorRows() []row {
 	us("derived: PQXDH both sides, ML-KEM-1024", "derived/pqxdh/both/mlkem1024")
 	us("derived: sealed sender seal+open 256 B", "derived/sealed-sender/seal+open/256B")
 	r = append(r, row{workload: "disk: 4 KiB append + fsync", unit: "syncs/s", higher: true, sotto: goMetric(dsk, "Disk/append-fsync-4KiB", "syncs/s")})
+	r = append(r, row{workload: "WebSocket forwarder (no storage), 100 pairs, 256 B", unit: "msgs/s", higher: true, sotto: goMetric(ws, "Forward/throughput", "msgs/s")})
+	r = append(r, row{workload: "WebSocket forwarder at 2,000 msgs/s, p50", unit: "µs", sotto: goMetric(ws, "Forward/latency", "p50-µs")})
+	r = append(r, row{workload: "WebSocket forwarder at 2,000 msgs/s, p99", unit: "µs", sotto: goMetric(ws, "Forward/latency", "p99-µs")})
 	return r
 }
 
