@@ -281,7 +281,7 @@ func newDiskParty(t testing.TB, env *testenv.Env, dir string, create bool) *part
 	t.Helper()
 	opts := options(env, nil)
 	opts.Dir, opts.Passphrase = dir, []byte("correct horse")
-	
+
 	open := client.Open
 	if create {
 		open = client.Create

@@ -16,20 +16,20 @@ import (
 
 // storedMessage is the history record of one message (MessageRecord.Data).
 type storedMessage struct {
-	V           int                 `json:"v"`
-	From        crypto.AccountID    `json:"from"`
-	Outgoing    bool                `json:"out,omitempty"`
-	Sent        time.Time           `json:"sent"`
-	Received    time.Time           `json:"recv"`
-	Text        string              `json:"text,omitempty"`
-	ReplyTo     *MessageID          `json:"reply,omitempty"`
-	Attachments []Attachment        `json:"att,omitempty"`
-	Status      Status              `json:"status"`
-	Edited      bool                `json:"edited,omitempty"`
-	Deleted     bool                `json:"deleted,omitempty"`
-	Reactions   map[string]string   `json:"react,omitempty"`
-	ExpiresAt   time.Time           `json:"exp,omitzero"`
-	Timer       time.Duration       `json:"timer,omitempty"`
+	V           int               `json:"v"`
+	From        crypto.AccountID  `json:"from"`
+	Outgoing    bool              `json:"out,omitempty"`
+	Sent        time.Time         `json:"sent"`
+	Received    time.Time         `json:"recv"`
+	Text        string            `json:"text,omitempty"`
+	ReplyTo     *MessageID        `json:"reply,omitempty"`
+	Attachments []Attachment      `json:"att,omitempty"`
+	Status      Status            `json:"status"`
+	Edited      bool              `json:"edited,omitempty"`
+	Deleted     bool              `json:"deleted,omitempty"`
+	Reactions   map[string]string `json:"react,omitempty"`
+	ExpiresAt   time.Time         `json:"exp,omitzero"`
+	Timer       time.Duration     `json:"timer,omitempty"`
 }
 
 func (m *storedMessage) public(conv ConversationID, id [16]byte) Message {

@@ -29,19 +29,19 @@ import (
 
 // outboxRecord is one message waiting to be sent.
 type outboxRecord struct {
-	V         int                `json:"v"`
-	ID        [16]byte           `json:"id"`
-	Conv      ConversationID     `json:"conv"`
-	To        []crypto.AccountID `json:"to"`
-	Content   []byte             `json:"content"` // encoded content.Message
-	Track     bool               `json:"track,omitempty"` // update the history status
-	Sync      bool               `json:"sync,omitempty"`  // send a transcript to own devices
+	V       int                `json:"v"`
+	ID      [16]byte           `json:"id"`
+	Conv    ConversationID     `json:"conv"`
+	To      []crypto.AccountID `json:"to"`
+	Content []byte             `json:"content"`         // encoded content.Message
+	Track   bool               `json:"track,omitempty"` // update the history status
+	Sync    bool               `json:"sync,omitempty"`  // send a transcript to own devices
 	// RelayID, if set, is the relay-level message ID (a resent message
 	// keeps its ID but needs a new one at the relay, which remembers
 	// acknowledged IDs for de-duplication).
 	RelayID   [16]byte `json:"relay_id,omitzero"`
 	Attempts  int      `json:"attempts,omitempty"`
-	Ephemeral bool               `json:"-"`
+	Ephemeral bool     `json:"-"`
 }
 
 func (c *Client) recipients(ctx context.Context, cr *convRecord) ([]crypto.AccountID, error) {
@@ -203,7 +203,9 @@ func (c *Client) flushOutbox(ctx context.Context) error {
 // permanentError is a refusal that retrying cannot fix (410, 400, 413).
 type permanentError struct{ status int }
 
-func (e *permanentError) Error() string { return fmt.Sprintf("client: relay refused the message (%d)", e.status) }
+func (e *permanentError) Error() string {
+	return fmt.Sprintf("client: relay refused the message (%d)", e.status)
+}
 
 // setStatus moves an outgoing message's status forward and reports it.
 func (c *Client) setStatus(ctx context.Context, conv ConversationID, id [16]byte, s Status) {

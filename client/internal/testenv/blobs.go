@@ -1,11 +1,12 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"io"
-	"sync"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/sotto-im/sotto/crypto"
@@ -16,55 +17,58 @@ import (
 // little age overhead).
 const maxBlob = 80 << 20
 
-// memBlobs keeps blobs in memory: enough for the client's tests, which
-// care about the client's heap, not the relay's.
-type memBlobs struct {
-	mu sync.Mutex
-	m  map[store.BlobID][]byte
+// fileBlobs keeps blobs as files, so that the relay holds none in memory
+// and tests can measure the client's heap.
+type fileBlobs struct{ dir string }
+
+func newFileBlobs(dir string) (*fileBlobs, error) {
+	return &fileBlobs{dir: dir}, os.MkdirAll(dir, 0o700)
 }
 
-func newMemBlobs() *memBlobs { return &memBlobs{m: map[store.BlobID][]byte{}} }
+func (b *fileBlobs) path(id store.BlobID) string { return filepath.Join(b.dir, hex.EncodeToString(id[:])) }
 
-func (b *memBlobs) Create(_ context.Context, _ crypto.AccountID, declared int64, _ time.Time, r io.Reader) (store.BlobID, error) {
+func (b *fileBlobs) Create(_ context.Context, _ crypto.AccountID, declared int64, _ time.Time, r io.Reader) (store.BlobID, error) {
 	if declared > maxBlob {
 		return store.BlobID{}, store.ErrTooLarge
 	}
-	data, err := io.ReadAll(io.LimitReader(r, declared+1))
+	var id store.BlobID
+	rand.Read(id[:])
+	f, err := os.Create(b.path(id))
 	if err != nil {
 		return store.BlobID{}, err
 	}
-	if int64(len(data)) != declared {
-		return store.BlobID{}, io.ErrUnexpectedEOF
+	n, err := io.Copy(f, io.LimitReader(r, declared+1))
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	var id store.BlobID
-	rand.Read(id[:])
-	b.mu.Lock()
-	b.m[id] = data
-	b.mu.Unlock()
+	if err == nil && n != declared {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		os.Remove(b.path(id))
+		return store.BlobID{}, err
+	}
 	return id, nil
 }
 
-type readSeekCloser struct{ *bytes.Reader }
-
-func (readSeekCloser) Close() error { return nil }
-
-func (b *memBlobs) Open(_ context.Context, id store.BlobID) (store.ReadSeekCloser, int64, error) {
-	b.mu.Lock()
-	data, ok := b.m[id]
-	b.mu.Unlock()
-	if !ok {
+func (b *fileBlobs) Open(_ context.Context, id store.BlobID) (store.ReadSeekCloser, int64, error) {
+	f, err := os.Open(b.path(id))
+	if err != nil {
 		return nil, 0, store.ErrNotFound
 	}
-	return readSeekCloser{bytes.NewReader(data)}, int64(len(data)), nil
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
 }
 
-func (b *memBlobs) Delete(_ context.Context, id store.BlobID) error {
-	b.mu.Lock()
-	delete(b.m, id)
-	b.mu.Unlock()
+func (b *fileBlobs) Delete(_ context.Context, id store.BlobID) error {
+	os.Remove(b.path(id))
 	return nil
 }
 
-func (b *memBlobs) PurgeAccount(context.Context, crypto.AccountID) error { return nil }
+func (b *fileBlobs) PurgeAccount(context.Context, crypto.AccountID) error { return nil }
 
-func (b *memBlobs) Sweep(context.Context, time.Time) (int, error) { return 0, nil }
+func (b *fileBlobs) Sweep(context.Context, time.Time) (int, error) { return 0, nil }

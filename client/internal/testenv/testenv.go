@@ -75,7 +75,12 @@ func (e *Env) startRelay() error {
 		return fmt.Errorf("testenv: relay store: %w", err)
 	}
 	verifier := token.NewVerifier(token.KeysOf(e.ks.tokens.Public()), "sotto-test", "sotto")
-	rs, err := server.New(server.Config{}, db, db, newMemBlobs(), e.ks, tokenAuth{verifier},
+	blobs, err := newFileBlobs(e.dir + "/blobs")
+	if err != nil {
+		db.Close()
+		return err
+	}
+	rs, err := server.New(server.Config{}, db, db, blobs, e.ks, tokenAuth{verifier},
 		slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		db.Close()
