@@ -42,6 +42,7 @@ type options struct {
 	tmp        string
 	log        io.Writer
 	builds     builds
+	loadStart  string
 }
 
 func main() {
@@ -77,6 +78,7 @@ func main() {
 
 func run(o *options) error {
 	start := time.Now()
+	o.loadStart = loadavg()
 	root, err := findRoot()
 	if err != nil {
 		return err
@@ -221,10 +223,15 @@ func machine() string {
 	if nv, err := exec.Command("node", "--version").Output(); err == nil {
 		node = strings.TrimSpace(string(nv))
 	}
-	load := ""
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		load = strings.Join(strings.Fields(string(b))[:3], " ")
+	return fmt.Sprintf("nproc %d; CPU %s; %s; node %s", runtime.NumCPU(), cpu, strings.TrimSpace(string(gov)), node)
+}
+
+// loadavg is the 1, 5 and 15 minute load averages: on a shared machine they say how much the
+// other jobs competed with the benchmarks.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
 	}
-	return fmt.Sprintf("nproc %d; CPU %s; %s; node %s; load average at end %s",
-		runtime.NumCPU(), cpu, strings.TrimSpace(string(gov)), node, load)
+	return strings.Join(strings.Fields(string(b))[:3], " ")
 }

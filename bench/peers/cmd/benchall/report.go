@@ -193,6 +193,7 @@ func (rep *report) markdown() string {
 	}
 	fmt.Fprintf(&b, "## Run\n\n- mode: %s, %d round(s), jobs interleaved in each round; %s elapsed\n", mode, o.rounds, rep.elapsed.Round(time.Second))
 	fmt.Fprintf(&b, "- machine: %s\n", machine())
+	fmt.Fprintf(&b, "- load average (1/5/15 min) at start %s, at end %s\n", o.loadStart, loadavg())
 	fmt.Fprintf(&b, "- value = median of every run of every round; spread = (max − min) / median; ratio = value ÷ Sotto's value; × floor = value ÷ floor's value\n\n")
 
 	b.WriteString("## Workloads\n\n| workload | system | median | unit | runs | spread | ratio to Sotto | × floor |\n|---|---|---:|---|---:|---:|---:|---:|\n")
