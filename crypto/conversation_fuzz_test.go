@@ -3,10 +3,15 @@ package crypto
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdh"
+	"crypto/hkdf"
+	"crypto/mlkem"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -242,4 +247,203 @@ func FuzzConversation(f *testing.F) {
 			}
 		}
 	})
+}
+
+// vectorBlocks parses a vector file into its blocks of "name: value"
+// lines, as another implementation would read it.
+func vectorBlocks(t *testing.T, file string) []map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", "vectors", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks []map[string]string
+	cur := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		if line == "" {
+			if len(cur) > 0 {
+				blocks = append(blocks, cur)
+				cur = map[string]string{}
+			}
+			continue
+		}
+		k, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			t.Fatalf("%s: bad line %q", file, line)
+		}
+		cur[k] = v
+	}
+	if len(cur) > 0 {
+		blocks = append(blocks, cur)
+	}
+	return blocks
+}
+
+func unhex(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestRatchetVectorReplay replays ratchet.txt from its two starting
+// states, injecting each recorded ratchet key, and checks every message
+// byte for byte, every delivery's outcome and both final states.
+func TestRatchetVectorReplay(t *testing.T) {
+	blocks := vectorBlocks(t, "ratchet.txt")
+	parties := map[string]*Session{}
+	for _, who := range []string{"alice", "bob"} {
+		s, err := ParseSession(unhex(t, blocks[0][who+"_state"]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		parties[who] = s
+	}
+	var msgs [][]byte
+	var pts []string
+	events := 0
+	for _, b := range blocks[1:] {
+		switch b["event"] {
+		case "send":
+			s := parties[b["from"]]
+			if !s.ratchet.sending {
+				k, err := ecdh.X25519().NewPrivateKey(unhex(t, b["sender_ratchet_private"]))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := s.ratchet.sendingStepWith(k); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m, err := s.Encrypt([]byte(b["plaintext"]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(m, unhex(t, b["bytes"])) {
+				t.Fatalf("message %s differs from the vector", b["message"])
+			}
+			msgs, pts = append(msgs, m), append(pts, b["plaintext"])
+			events++
+		case "deliver":
+			i, err := strconv.Atoi(b["message"])
+			if err != nil || i >= len(msgs) {
+				t.Fatalf("bad message index %q", b["message"])
+			}
+			pt, err := parties[b["to"]].Decrypt(msgs[i])
+			switch b["expect"] {
+			case "success":
+				if err != nil || string(pt) != pts[i] {
+					t.Fatalf("message %d: %q, %v", i, pt, err)
+				}
+			case "duplicate":
+				if !errors.Is(err, ErrDuplicateMessage) {
+					t.Fatalf("message %d: %v, want a duplicate", i, err)
+				}
+			default:
+				t.Fatalf("unknown expectation %q", b["expect"])
+			}
+			events++
+		default:
+			for _, who := range []string{"alice", "bob"} {
+				got, _ := parties[who].MarshalBinary()
+				if want := b[who+"_final_state"]; !bytes.Equal(got, unhex(t, want)) {
+					t.Fatalf("%s's final state differs", who)
+				}
+			}
+		}
+	}
+	if events < 10 {
+		t.Fatalf("only %d events replayed", events)
+	}
+}
+
+// TestPQXDHVectorFromKeys recomputes SK of every case in pqxdh.txt from
+// the private keys it lists, with the primitives directly, and has Bob's
+// keys accept the initial message.
+func TestPQXDHVectorFromKeys(t *testing.T) {
+	cases := 0
+	for _, b := range vectorBlocks(t, "pqxdh.txt") {
+		if b["case"] == "" {
+			continue
+		}
+		cases++
+		x := func(name string) *ecdh.PrivateKey {
+			k, err := ecdh.X25519().NewPrivateKey(unhex(t, b[name]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return k
+		}
+		aliceIK, _ := NewIdentityPrivateKey(unhex(t, b["alice_identity_seed"]))
+		bobIK, _ := NewIdentityPrivateKey(unhex(t, b["bob_identity_seed"]))
+		spk, ek := x("bob_signed_prekey_private"), x("alice_ephemeral_private")
+		dk, err := mlkem.NewDecapsulationKey768(unhex(t, b["bob_kem_prekey_seed"]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := unhex(t, b["initial_message"])
+		m, err := parseMessage(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dh := func(k *ecdh.PrivateKey, p *ecdh.PublicKey) []byte {
+			out, err := k.ECDH(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		ikm := append(bytes.Repeat([]byte{0xff}, 32), dh(aliceIK.x, spk.PublicKey())...)
+		ikm = append(ikm, dh(ek, bobIK.Public().X25519())...)
+		ikm = append(ikm, dh(ek, spk.PublicKey())...)
+		var opk *ecdh.PrivateKey
+		if b["bob_one_time_prekey_private"] != "" {
+			opk = x("bob_one_time_prekey_private")
+			ikm = append(ikm, dh(ek, opk.PublicKey())...)
+		}
+		ss, err := dk.Decapsulate(m.preKey.kemCiphertext)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ikm = append(ikm, ss...)
+		sk, err := hkdf.Key(sha256.New, ikm, make([]byte, 32), "Sotto-v1_CURVE25519_SHA-256_ML-KEM-768", 32)
+		if err != nil || !bytes.Equal(sk, unhex(t, b["sk"])) {
+			t.Fatalf("case %q: SK differs", b["case"])
+		}
+
+		// Bob's private keys from the file accept the initial message.
+		bob := &testDevice{ik: bobIK, spk: map[uint32]*SignedPreKeyPair{}, kem: map[uint32]*KEMPreKeyPair{}, otk: map[uint32]*OneTimePreKeyPair{}}
+		copy(bob.addr.Account[:], unhex(t, b["bob_account"]))
+		dev, err := strconv.ParseUint(b["bob_device"], 10, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bob.addr.Device = DeviceID(dev)
+		sp := &SignedPreKeyPair{Private: spk}
+		sp.ID = m.preKey.signedPreKeyID
+		bob.spk[sp.ID] = sp
+		kp := &KEMPreKeyPair{Private: dk}
+		kp.ID = m.preKey.kemPreKeyID
+		bob.kem[kp.ID] = kp
+		if opk != nil {
+			op := &OneTimePreKeyPair{Private: opk}
+			op.ID = m.preKey.oneTimePreKeyID
+			bob.otk[op.ID] = op
+		}
+		s, pt, _, err := AcceptSession(bobIK, bob.addr, bob, msg)
+		if err != nil || string(pt) != b["plaintext"] {
+			t.Fatalf("case %q: accept: %q %v", b["case"], pt, err)
+		}
+		if root := s.rootKeyForTest(); !bytes.Equal(root[:], unhex(t, b["bob_root_key"])) {
+			t.Fatalf("case %q: Bob's root key differs", b["case"])
+		}
+	}
+	if cases != 2 {
+		t.Fatalf("%d cases in pqxdh.txt, want 2", cases)
+	}
 }

@@ -174,6 +174,12 @@ func (r *ratchetState) encrypt(prefix []byte, sessionAD, plaintext []byte) ([]by
 //	DHs = fresh key pair; PN = Ns; Ns = 0
 //	root key, CKs = KDF_RK(root key, DH(DHs, current remote ratchet key))
 func (r *ratchetState) sendingStep() error {
+	return r.sendingStepWith(generateX25519())
+}
+
+// sendingStepWith is sendingStep with the new ratchet key chosen by the
+// caller: only known-answer tests call it directly.
+func (r *ratchetState) sendingStepWith(self *ecdh.PrivateKey) error {
 	if len(r.chains) == 0 {
 		return fmt.Errorf("crypto: ratchet: no remote ratchet key to send to")
 	}
@@ -181,7 +187,6 @@ func (r *ratchetState) sendingStep() error {
 	if err != nil {
 		return err
 	}
-	self := generateX25519()
 	dh, err := x25519(self, remote)
 	if err != nil {
 		return fmt.Errorf("crypto: ratchet: %w", err)
