@@ -71,6 +71,7 @@ func suite(newFixture func(testing.TB, Options) fixture) storetest.Queues {
 			}
 			return st.Bodies
 		},
+		Check: func(t *testing.T, s store.Queues) { checkInvariants(t, s.(*DB)) },
 		Keys: func(t *testing.T, s store.Queues) [][]byte {
 			var keys [][]byte
 			if err := s.(*DB).Keys(func(k []byte) { keys = append(keys, k) }); err != nil {

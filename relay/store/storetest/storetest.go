@@ -33,6 +33,24 @@ type Queues struct {
 	Bodies func(t *testing.T, s store.Queues) int
 	// Keys, if set, returns every key s holds, for the purge checks.
 	Keys func(t *testing.T, s store.Queues) [][]byte
+	// Check, if set, is called at the end of every test with the store as
+	// the test left it, to check the implementation's internal invariants.
+	Check func(t *testing.T, s store.Queues)
+}
+
+// open opens a store for one test and arranges for h.Check to see it (or
+// what Reopen replaced it with) when the test ends.
+func (h Queues) open(t *testing.T) (store.Queues, *store.Queues) {
+	s := h.Open(t)
+	cur := &s
+	if h.Check != nil {
+		t.Cleanup(func() {
+			if !t.Failed() && *cur != nil {
+				h.Check(t, *cur)
+			}
+		})
+	}
+	return s, cur
 }
 
 // RunQueues runs the queue suite with only an Open function (no quota,
@@ -127,7 +145,7 @@ func (h Queues) bodies(t *testing.T, s store.Queues, want int) {
 }
 
 func (h Queues) testOrder(t *testing.T) {
-	s := h.Open(t)
+	s, _ := h.open(t)
 	q := Q(1, 1)
 	// (priority, n): delivery order is priority desc, then put order.
 	plan := []struct {
@@ -177,7 +195,7 @@ func (h Queues) testOrder(t *testing.T) {
 }
 
 func (h Queues) testPaging(t *testing.T) {
-	s := h.Open(t)
+	s, _ := h.open(t)
 	q := Q(1, 1)
 	for i := range 10 {
 		put(t, s, []byte("b"), store.Entry{Queue: q, ID: MsgID(i), Priority: uint8(i % 3), Expires: future()})
@@ -216,7 +234,7 @@ func (h Queues) testPaging(t *testing.T) {
 }
 
 func (h Queues) testAck(t *testing.T) {
-	s := h.Open(t)
+	s, _ := h.open(t)
 	q := Q(1, 1)
 	for i := range 3 {
 		put(t, s, []byte("body"), store.Entry{Queue: q, ID: MsgID(i), Expires: future(), Header: []byte("hh")})
@@ -252,7 +270,7 @@ func (h Queues) testAck(t *testing.T) {
 }
 
 func (h Queues) testIdempotent(t *testing.T) {
-	s := h.Open(t)
+	s, _ := h.open(t)
 	q, q2 := Q(1, 1), Q(1, 2)
 	e := store.Entry{Queue: q, ID: MsgID(1), Expires: future(), Header: []byte("h")}
 	if r := put(t, s, []byte("body"), e); r[0].Duplicate {
@@ -276,7 +294,7 @@ func (h Queues) testIdempotent(t *testing.T) {
 }
 
 func (h Queues) testSharedBody(t *testing.T) {
-	s := h.Open(t)
+	s, _ := h.open(t)
 	body := bytes.Repeat([]byte("shared body "), 100)
 	var entries []store.Entry
 	for i := range 20 {
@@ -378,7 +396,7 @@ func checkQueueFull(t *testing.T, err error, q store.QueueID) {
 }
 
 func (h Queues) testExpiry(t *testing.T) {
-	s := h.Open(t)
+	s, _ := h.open(t)
 	q := Q(1, 1)
 	now := time.Now()
 	put(t, s, []byte("old"), store.Entry{Queue: q, ID: MsgID(1), Expires: now.Add(-time.Minute)}, store.Entry{Queue: Q(2, 2), ID: MsgID(1), Expires: now.Add(time.Hour)})
@@ -421,7 +439,7 @@ func (h Queues) testExpiry(t *testing.T) {
 }
 
 func (h Queues) testPurge(t *testing.T) {
-	s := h.Open(t)
+	s, _ := h.open(t)
 	a1, a2, b1 := Q(0xa1, 1), Q(0xa1, 2), Q(0xb2, 1)
 	put(t, s, []byte("shared"), store.Entry{Queue: a1, ID: MsgID(1), Expires: future()}, store.Entry{Queue: b1, ID: MsgID(1), Expires: future()})
 	for i := range 5 {
@@ -495,7 +513,7 @@ func (h Queues) testReopen(t *testing.T) {
 	if h.Reopen == nil {
 		t.Skip("no Reopen")
 	}
-	s := h.Open(t)
+	s, cur := h.open(t)
 	q := Q(1, 1)
 	for i := range 6 {
 		put(t, s, []byte(fmt.Sprint("body", i)), store.Entry{Queue: q, ID: MsgID(i), Priority: uint8(i % 2), Expires: future(), Header: []byte("h")},
@@ -508,6 +526,7 @@ func (h Queues) testReopen(t *testing.T) {
 	before = before[1:]
 	n, b := depth(t, s, q)
 	s = h.Reopen(t, s)
+	*cur = s
 	wantDepth(t, s, q, n, b)
 	after := fetchAll(t, s, q)
 	if len(after) != len(before) {
@@ -535,10 +554,15 @@ func (h Queues) testReopen(t *testing.T) {
 	}
 	wantDepth(t, s, q, n+1, b+5)
 	h.bodies(t, s, 7)
+	// The reopened store's cleanup may run before this test's; check now.
+	if h.Check != nil {
+		h.Check(t, s)
+	}
+	*cur = nil
 }
 
 func (h Queues) testConcurrent(t *testing.T) {
-	s := h.Open(t)
+	s, _ := h.open(t)
 	const (
 		writers   = 8
 		perWriter = 60
@@ -639,7 +663,7 @@ func atoiID(id [16]byte) int {
 }
 
 func (h Queues) testConcurrentDuplicates(t *testing.T) {
-	s := h.Open(t)
+	s, _ := h.open(t)
 	q := Q(1, 1)
 	const racers = 16
 	var (
@@ -675,7 +699,7 @@ func (h Queues) testConcurrentDuplicates(t *testing.T) {
 }
 
 func (h Queues) testCancelled(t *testing.T) {
-	s := h.Open(t)
+	s, _ := h.open(t)
 	c, cancel := context.WithCancel(ctx)
 	cancel()
 	if _, err := s.Put(c, []byte("x"), []store.Entry{{Queue: Q(1, 1), ID: MsgID(1), Expires: future()}}); !errors.Is(err, context.Canceled) {
