@@ -126,6 +126,10 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		}
 		return res, err
 	}
+	// Reads and writes use a context that is never canceled (a cancelable
+	// one costs an allocation per call); closing the connections at the
+	// end unblocks them.
+	bg := context.Background()
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
@@ -139,7 +143,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 			defer wg.Done()
 			ack := make([]byte, 0, 16)
 			for {
-				_, f, err := c.Read(runCtx)
+				_, f, err := c.Read(bg)
 				if err != nil {
 					return
 				}
@@ -157,7 +161,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 						received.Add(1)
 					}
 					ack = (&wire.Ack{Cursor: d.Cursor}).Append(ack[:0])
-					if err := c.Write(runCtx, websocket.MessageBinary, ack); err != nil {
+					if err := c.Write(bg, websocket.MessageBinary, ack); err != nil {
 						return
 					}
 				}
@@ -177,7 +181,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		go func() { // results
 			defer wg.Done()
 			for {
-				_, f, err := c.Read(runCtx)
+				_, f, err := c.Read(bg)
 				if err != nil {
 					return
 				}
@@ -234,7 +238,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 				binary.BigEndian.PutUint64(body, uint64(now))
 				sentAt.Store(uint32(seq), now)
 				buf = m.Append(buf[:0])
-				if err := c.Write(runCtx, websocket.MessageBinary, buf); err != nil {
+				if err := c.Write(bg, websocket.MessageBinary, buf); err != nil {
 					return
 				}
 			}
@@ -246,6 +250,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		case <-drained:
 		case <-time.After(30 * time.Second):
 			stop()
+			for _, c := range append(receivers, senders...) {
+				c.CloseNow()
+			}
 			wg.Wait()
 			return res, errors.New("loadtest: connections did not drain within 30s")
 		}

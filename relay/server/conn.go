@@ -438,11 +438,14 @@ func (c *conn) sendLoop(ctx context.Context) error {
 func (c *conn) fill(ctx context.Context, window int) error {
 	s := c.s
 	d := &c.d
+	// Continue after the last cursor looked at: a queue's messages become
+	// visible in cursor order within a priority (the store assigns
+	// sequence numbers in commit order), and a scan from the start would
+	// step over the tombstones of every message acknowledged so far. A
+	// message of a higher priority than the last one lands before it,
+	// though: Wake reports the priority, and then the scan starts over.
 	from := d.after
-	if d.rescan || len(d.inflight) == 0 {
-		// With nothing in flight a scan from the start costs the same,
-		// and it also finds a message whose Put committed after a later
-		// one's.
+	if d.rescan {
 		from = store.Cursor{}
 		d.lastPrio = -1
 	}

@@ -110,7 +110,7 @@ func (s *Server) send(ctx context.Context, from *store.QueueID, m *wire.Send) *w
 			return result(m, http.StatusServiceUnavailable, CodeUnavailable)
 		}
 		if m.Sealed {
-			want, ok, err := s.devices.AccessKeyHash(ctx, account)
+			want, ok, err := s.accessKeyHash(ctx, account)
 			if err != nil {
 				if ctx.Err() == nil {
 					s.log.Error("relay: access key lookup", "err", err)

@@ -197,6 +197,7 @@ type Server struct {
 		closed bool
 		conns  map[*conn]struct{}
 	}
+	akCache  accessKeyCache
 	limiters struct {
 		sync.Mutex
 		m map[crypto.AccountID]*rate.Limiter
@@ -325,6 +326,7 @@ func (s *Server) allow(account crypto.AccountID) bool {
 // SetAccessKey registers the account's delivery access key, which
 // authorises sealed sends to it; only its SHA-256 is stored.
 func (s *Server) SetAccessKey(ctx context.Context, account crypto.AccountID, key [wire.AccessKeySize]byte) error {
+	defer s.forgetAccessKey(account)
 	if err := s.devices.SetAccessKeyHash(ctx, account, hashAccessKey(key)); err != nil {
 		return fmt.Errorf("relay: set access key: %w", err)
 	}
@@ -359,6 +361,7 @@ func (s *Server) PurgeAccount(ctx context.Context, account crypto.AccountID) err
 	}
 	// Nobody can pass an all-zero key's hash check by chance: this revokes
 	// sealed sends even if the Directory lags behind.
+	defer s.forgetAccessKey(account)
 	if err := s.devices.SetAccessKeyHash(ctx, account, [32]byte{}); err != nil {
 		return fmt.Errorf("relay: purge account: %w", err)
 	}
