@@ -226,7 +226,7 @@ func buildServices(cfg *config, keys *serverKeys, logger *slog.Logger, reg *prom
 		} else {
 			kcfg.Purger = purger // the relay is built below
 		}
-		ks, err = keyserver.New(kcfg, db, logger.With("component", "keyserver"), prometheus.WrapRegistererWithPrefix("sotto_keyserver_", reg))
+		ks, err = keyserver.New(kcfg, db, logger.With("component", "keyserver"), reg)
 		if err != nil {
 			return nil, err
 		}
@@ -244,7 +244,7 @@ func buildServices(cfg *config, keys *serverKeys, logger *slog.Logger, reg *prom
 			MaxQueueMessages: cfg.QueueMessages,
 			MaxQueueBytes:    cfg.QueueBytes,
 			DefaultRetention: cfg.Retention,
-			Registerer:       prometheus.WrapRegistererWithPrefix("sotto_relay_store_", reg),
+			Registerer:       reg,
 			Logf: func(format string, args ...any) {
 				logger.Error(fmt.Sprintf(format, args...), "component", "relay-store")
 			},
@@ -274,7 +274,7 @@ func buildServices(cfg *config, keys *serverKeys, logger *slog.Logger, reg *prom
 			DefaultTTL: cfg.Retention,
 			BlobTTL:    cfg.Retention,
 			PushHosts:  cfg.PushAllowHosts,
-		}, db, db, blobs, dir, auth, logger.With("component", "relay"), prometheus.WrapRegistererWithPrefix("sotto_relay_", reg))
+		}, db, db, blobs, dir, auth, logger.With("component", "relay"), reg)
 		if err != nil {
 			return nil, err
 		}
