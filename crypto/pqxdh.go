@@ -179,6 +179,10 @@ func accept(ik *IdentityPrivateKey, self Address, keys PreKeyLookup, m *message)
 	if p.responder != self {
 		return nil, nil, used, fmt.Errorf("crypto: pqxdh: prekey message for another address: %w", ErrDecrypt)
 	}
+	// The ratchet's bound, checked before any Diffie-Hellman (§4.4).
+	if m.header.n > MaxSkip {
+		return nil, nil, used, ErrTooManySkipped
+	}
 	initiatorID, err := NewIdentityKey(p.identity[:])
 	if err != nil {
 		return nil, nil, used, fmt.Errorf("crypto: pqxdh: initiator %w", err)

@@ -6,6 +6,7 @@ import (
 	"crypto/mlkem/mlkemtest"
 	"crypto/rand"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -150,5 +151,69 @@ func genPQXDHVectors(t *testing.T, w *vectorWriter) {
 		w.num("consumed_one_time_prekey", map[bool]uint64{true: uint64(used.OneTimePreKeyID), false: 0}[used.HasOneTimePreKey])
 		w.text("expect", "success")
 		w.end()
+	}
+}
+
+// TestAcceptSessionHostile feeds AcceptSession prekey messages that are
+// well formed but wrong in one field each, and checks the typed error.
+func TestAcceptSessionHostile(t *testing.T) {
+	a, b := newTestDevice(t, 1), newTestDevice(t, 2)
+	alice, err := InitiateSession(a.ik, a.addr, b.bundle(true, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := sessEncrypt(t, alice, "x")
+	edit := func(f func(m *message)) []byte {
+		m, err := parseMessage(good)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := *m.preKey
+		m.preKey = &p
+		f(m)
+		return m.marshal()
+	}
+	smallOrder := [32]byte{1} // the Ed25519 neutral element
+	for _, tc := range []struct {
+		name string
+		msg  []byte
+		want error
+	}{
+		// Unknown prekeys.
+		{"unknown signed prekey", edit(func(m *message) { m.preKey.signedPreKeyID = 99 }), ErrUnknownPreKey},
+		{"unknown KEM prekey", edit(func(m *message) { m.preKey.kemPreKeyID = 99 }), ErrUnknownPreKey},
+		{"unknown one-time prekey", edit(func(m *message) { m.preKey.oneTimePreKeyID = 99 }), ErrUnknownPreKey},
+		{"one-time prekey dropped", edit(func(m *message) { m.preKey.hasOneTime = false }), ErrDecrypt},
+		// Invalid keys.
+		{"small-order initiator identity", edit(func(m *message) { m.preKey.identity = smallOrder }), ErrInvalidKey},
+		{"non-canonical initiator identity", edit(func(m *message) {
+			m.preKey.identity = [32]byte{0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+				0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}
+		}), ErrInvalidKey},
+		// Wrong bindings: the AEAD's associated data covers them.
+		{"other initiator address", edit(func(m *message) { m.preKey.initiator.Device = 9 }), ErrDecrypt},
+		{"other initiator identity", edit(func(m *message) { m.preKey.identity = GenerateIdentityKey().pub.ed }), ErrDecrypt},
+		{"other responder device", edit(func(m *message) { m.preKey.responder.Device = 9 }), ErrDecrypt},
+		{"header counter", edit(func(m *message) { m.header.n = 1 }), ErrDecrypt},
+		{"header counter beyond MaxSkip", edit(func(m *message) { m.header.n = MaxSkip + 1 }), ErrTooManySkipped},
+		// Not a prekey message.
+		{"ratchet message", func() []byte {
+			m, _ := parseMessage(good)
+			m.preKey = nil
+			return m.marshal()
+		}(), ErrMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, pt, _, err := AcceptSession(b.ik, b.addr, b, tc.msg)
+			if !errors.Is(err, tc.want) || s != nil || pt != nil {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if !strings.HasPrefix(err.Error(), "crypto: ") {
+				t.Fatalf("error %q lacks the package prefix", err)
+			}
+		})
+	}
+	if _, _, _, err := AcceptSession(b.ik, b.addr, b, good); err != nil {
+		t.Fatalf("genuine message: %v", err)
 	}
 }
