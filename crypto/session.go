@@ -212,13 +212,15 @@ func (s *Session) AppendBinary(b []byte) ([]byte, error) {
 	return s.appendBinary(b), nil
 }
 
+// binarySize is an upper bound of the length of the encoding, so that
+// MarshalBinary allocates once.
 func (s *Session) binarySize() int {
-	n := 256
+	n := 2 + 2*(addressSize+PublicKeySize) + PublicKeySize + 1 + keySize + 1 + 3*keySize + 8 + 1 + keySize
 	if s.pending != nil {
-		n += 16 + KEMCiphertextSize
+		n += 13 + KEMCiphertextSize
 	}
 	for _, ch := range s.ratchet.chains {
-		n += 38 + len(ch.skipped)*36
+		n += PublicKeySize + 6 + len(ch.skipped)*(4+keySize)
 	}
 	return n
 }

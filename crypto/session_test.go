@@ -522,3 +522,18 @@ func TestParseSessionHostile(t *testing.T) {
 		})
 	}
 }
+
+func TestMarshalBinaryAllocatesOnce(t *testing.T) {
+	alice, bob, _, _ := newTestSessions(t)
+	sessEncrypt(t, alice, "skipped")
+	sessDecrypt(t, bob, sessEncrypt(t, alice, "a"), "a")
+	for _, s := range []*Session{alice, bob} {
+		data := sessMarshal(t, s)
+		if cap(data) < len(data) || s.binarySize() < len(data) {
+			t.Fatalf("binarySize %d < %d", s.binarySize(), len(data))
+		}
+		if n := testing.AllocsPerRun(20, func() { s.MarshalBinary() }); n != 1 {
+			t.Fatalf("MarshalBinary allocates %v times", n)
+		}
+	}
+}
