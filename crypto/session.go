@@ -42,7 +42,8 @@ type pendingPreKey struct {
 // Session does not pad plaintexts: callers pad them to size buckets first
 // (PROTOCOL.md §8) and unpad after decryption.
 //
-// A Session is not safe for concurrent use.
+// A Session is not safe for concurrent use. The zero Session is not
+// usable (its methods panic): sessions come only from the constructors.
 type Session struct {
 	_        [0]func()
 	role     sessionRole
