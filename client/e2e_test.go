@@ -386,7 +386,9 @@ func TestOneTimePreKeysExhausted(t *testing.T) {
 	env := startEnv(t)
 	bob := newParty(t, env)
 	bobAddr := bob.c.Address()
-	env.DrainPreKeys(bobAddr)
+	if err := env.DrainPreKeys(bobAddr); err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	// Three newcomers start sessions with no one-time prekey left.
 	for i := range 3 {

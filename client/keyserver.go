@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -18,7 +19,7 @@ import (
 
 // keyServer is the client of the key server's JSON API (API.md). Binary
 // values (signed device lists, prekeys, bundles, certificates) travel as
-// unpadded base64url of their canonical encodings.
+// the standard base64 of their canonical encodings (JSON []byte).
 type keyServer struct {
 	base string
 	hc   *http.Client
@@ -95,50 +96,41 @@ func (k *keyServer) do(ctx context.Context, method, path string, auth bool, in, 
 	return nil
 }
 
-func encodeAll[T interface{ MarshalBinary() ([]byte, error) }](keys []T) []string {
-	out := make([]string, 0, len(keys))
-	for _, k := range keys {
-		b, _ := k.MarshalBinary()
-		out = append(out, b64.EncodeToString(b))
-	}
-	return out
-}
-
+// preKeysJSON is the prekey upload of API.md; []byte fields are standard
+// base64 in JSON.
 type preKeysJSON struct {
-	SignedPreKey string   `json:"signed_prekey,omitempty"`
-	LastResort   string   `json:"last_resort_prekey,omitempty"`
-	OneTimeEC    []string `json:"one_time_prekeys,omitempty"`
-	OneTimeKEM   []string `json:"one_time_kem_prekeys,omitempty"`
+	SignedPreKey []byte   `json:"signed_prekey,omitempty"`
+	LastResort   []byte   `json:"last_resort_prekey,omitempty"`
+	OneTimeEC    [][]byte `json:"one_time_ec_prekeys,omitempty"`
+	OneTimeKEM   [][]byte `json:"one_time_kem_prekeys,omitempty"`
 }
 
 func (u *uploadKeys) json() preKeysJSON {
 	var j preKeysJSON
 	if u.SignedPreKey != nil {
-		b, _ := u.SignedPreKey.MarshalBinary()
-		j.SignedPreKey = b64.EncodeToString(b)
+		j.SignedPreKey, _ = u.SignedPreKey.MarshalBinary()
 	}
 	if u.LastResort != nil {
-		b, _ := u.LastResort.MarshalBinary()
-		j.LastResort = b64.EncodeToString(b)
+		j.LastResort, _ = u.LastResort.MarshalBinary()
 	}
 	for i := range u.OneTimeEC {
 		b, _ := u.OneTimeEC[i].MarshalBinary()
-		j.OneTimeEC = append(j.OneTimeEC, b64.EncodeToString(b))
+		j.OneTimeEC = append(j.OneTimeEC, b)
 	}
 	for i := range u.OneTimeKEM {
 		b, _ := u.OneTimeKEM[i].MarshalBinary()
-		j.OneTimeKEM = append(j.OneTimeKEM, b64.EncodeToString(b))
+		j.OneTimeKEM = append(j.OneTimeKEM, b)
 	}
 	return j
 }
 
-// register creates the account with its first device.
-func (k *keyServer) register(ctx context.Context, signedList []byte, device crypto.DeviceID, keys *uploadKeys) error {
+// register creates the account with its first device (POST /v1/accounts).
+func (k *keyServer) register(ctx context.Context, accountKey crypto.AccountKey, signedList []byte, keys *uploadKeys) error {
 	req := struct {
-		DeviceList string      `json:"device_list"`
-		Device     uint32      `json:"device"`
+		AccountKey []byte      `json:"account_key"`
+		DeviceList []byte      `json:"device_list"`
 		PreKeys    preKeysJSON `json:"prekeys"`
-	}{b64.EncodeToString(signedList), uint32(device), keys.json()}
+	}{accountKey.Bytes(), signedList, keys.json()}
 	return k.do(ctx, http.MethodPost, "/v1/accounts", false, req, nil)
 }
 
@@ -153,34 +145,29 @@ func (k *keyServer) login(ctx context.Context, addr crypto.Address, ik *crypto.I
 func (k *keyServer) token(ctx context.Context, addr crypto.Address, ik *crypto.IdentityPrivateKey, now func() time.Time) (string, error) {
 	k.mu.Lock()
 	k.addr, k.ik, k.nowFunc = addr, ik, now
-	if k.tok != "" && k.tokExp.Sub(now()) > time.Minute {
+	if k.tok != "" && time.Until(k.tokExp) > time.Minute {
 		t := k.tok
 		k.mu.Unlock()
 		return t, nil
 	}
 	k.mu.Unlock()
 	var ch struct {
-		Challenge string `json:"challenge"`
+		Challenge []byte `json:"challenge"`
 	}
-	if err := k.do(ctx, http.MethodPost, "/v1/login/challenge", false, map[string]any{
-		"account": addr.Account.String(), "device": uint32(addr.Device)}, &ch); err != nil {
+	if err := k.do(ctx, http.MethodPost, "/v1/auth/challenge", false, struct{}{}, &ch); err != nil {
 		return "", err
 	}
-	raw, err := b64.DecodeString(ch.Challenge)
-	if err != nil {
-		return "", errors.New("client: key server: bad challenge")
-	}
 	var res struct {
-		Token   string    `json:"token"`
-		Expires time.Time `json:"expires"`
+		Token     string    `json:"token"`
+		ExpiresAt time.Time `json:"expires_at"`
 	}
-	if err := k.do(ctx, http.MethodPost, "/v1/login", false, map[string]any{
+	if err := k.do(ctx, http.MethodPost, "/v1/auth/login", false, map[string]any{
 		"account": addr.Account.String(), "device": uint32(addr.Device), "challenge": ch.Challenge,
-		"signature": b64.EncodeToString(ik.SignLoginChallenge(raw))}, &res); err != nil {
+		"signature": ik.SignLoginChallenge(ch.Challenge)}, &res); err != nil {
 		return "", err
 	}
 	k.mu.Lock()
-	k.tok, k.tokExp = res.Token, res.Expires
+	k.tok, k.tokExp = res.Token, res.ExpiresAt
 	k.mu.Unlock()
 	return res.Token, nil
 }
@@ -195,30 +182,32 @@ func (k *keyServer) currentToken(ctx context.Context) (string, error) {
 	return k.token(ctx, addr, ik, now)
 }
 
+// deviceList fetches an account's signed device list (unverified: the
+// caller verifies it against the account ID).
 func (k *keyServer) deviceList(ctx context.Context, a crypto.AccountID) ([]byte, error) {
 	var res struct {
-		DeviceList string `json:"device_list"`
+		DeviceList []byte `json:"device_list"`
 	}
-	if err := k.do(ctx, http.MethodGet, "/v1/accounts/"+a.String()+"/devices", false, nil, &res); err != nil {
+	if err := k.do(ctx, http.MethodGet, "/v1/accounts/"+a.String()+"/devicelist", false, nil, &res); err != nil {
 		return nil, err
 	}
-	return b64.DecodeString(res.DeviceList)
+	return res.DeviceList, nil
 }
 
+// bundle claims one device's prekey bundle (consuming a one-time prekey).
 func (k *keyServer) bundle(ctx context.Context, addr crypto.Address) (*crypto.PreKeyBundle, error) {
 	var res struct {
-		Bundles []string `json:"bundles"`
+		Bundles []struct {
+			Device crypto.DeviceID `json:"device"`
+			Bundle []byte          `json:"bundle"`
+		} `json:"bundles"`
 	}
-	path := fmt.Sprintf("/v1/bundles/%s?device=%d", addr.Account, addr.Device)
-	if err := k.do(ctx, http.MethodGet, path, true, nil, &res); err != nil {
+	path := fmt.Sprintf("/v1/bundles/%s/%d", addr.Account, addr.Device)
+	if err := k.do(ctx, http.MethodPost, path, true, struct{}{}, &res); err != nil {
 		return nil, err
 	}
-	for _, s := range res.Bundles {
-		raw, err := b64.DecodeString(s)
-		if err != nil {
-			continue
-		}
-		b, err := crypto.ParsePreKeyBundle(raw)
+	for _, e := range res.Bundles {
+		b, err := crypto.ParsePreKeyBundle(e.Bundle)
 		if err != nil {
 			return nil, wrap("bundle", err)
 		}
@@ -231,15 +220,15 @@ func (k *keyServer) bundle(ctx context.Context, addr crypto.Address) (*crypto.Pr
 
 func (k *keyServer) counts(ctx context.Context) (ec, kem int, err error) {
 	var res struct {
-		OneTime    int `json:"one_time_prekeys"`
-		OneTimeKEM int `json:"one_time_kem_prekeys"`
+		OneTimeEC  int `json:"one_time_ec"`
+		OneTimeKEM int `json:"one_time_kem"`
 	}
 	err = k.do(ctx, http.MethodGet, "/v1/prekeys/count", true, nil, &res)
-	return res.OneTime, res.OneTimeKEM, err
+	return res.OneTimeEC, res.OneTimeKEM, err
 }
 
 func (k *keyServer) uploadPreKeys(ctx context.Context, keys *uploadKeys) error {
-	return k.do(ctx, http.MethodPut, "/v1/prekeys", true, keys.json(), nil)
+	return k.do(ctx, http.MethodPost, "/v1/prekeys", true, keys.json(), nil)
 }
 
 func (k *keyServer) senderCertificate(ctx context.Context, addr crypto.Address, ik *crypto.IdentityPrivateKey, now func() time.Time) ([]byte, error) {
@@ -247,12 +236,12 @@ func (k *keyServer) senderCertificate(ctx context.Context, addr crypto.Address, 
 		return nil, err
 	}
 	var res struct {
-		Certificate string `json:"certificate"`
+		Certificate []byte `json:"certificate"`
 	}
 	if err := k.do(ctx, http.MethodGet, "/v1/certificate", true, nil, &res); err != nil {
 		return nil, err
 	}
-	return b64.DecodeString(res.Certificate)
+	return res.Certificate, nil
 }
 
 func (k *keyServer) claimHandle(ctx context.Context, handle string) error {
@@ -261,14 +250,17 @@ func (k *keyServer) claimHandle(ctx context.Context, handle string) error {
 
 func (k *keyServer) lookupHandle(ctx context.Context, handle string) (crypto.AccountID, error) {
 	var res struct {
-		Account crypto.AccountID `json:"account"`
+		Account string `json:"account"`
 	}
-	err := k.do(ctx, http.MethodGet, "/v1/handles/"+handle, false, nil, &res)
-	return res.Account, err
+	if err := k.do(ctx, http.MethodGet, "/v1/handles/"+url.PathEscape(handle), true, nil, &res); err != nil {
+		return crypto.AccountID{}, err
+	}
+	return crypto.ParseAccountID(res.Account)
 }
 
-func (k *keyServer) replaceDeviceList(ctx context.Context, signed []byte) error {
-	return k.do(ctx, http.MethodPut, "/v1/devices", true, map[string]string{"device_list": b64.EncodeToString(signed)}, nil)
+// replaceDeviceList publishes a new signed device list of this account.
+func (k *keyServer) replaceDeviceList(ctx context.Context, a crypto.AccountID, signed []byte) error {
+	return k.do(ctx, http.MethodPut, "/v1/accounts/"+a.String()+"/devicelist", true, map[string][]byte{"device_list": signed}, nil)
 }
 
 // setAccessKey registers the account's delivery access key with the relay.

@@ -31,7 +31,7 @@ func (c *Client) register(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := c.ks.register(ctx, signed, id.device, keys); err != nil {
+	if err := c.ks.register(ctx, ak.Public(), signed, keys); err != nil {
 		return wrap("register", err)
 	}
 	// The identity is stored only once the key server accepted it, so a

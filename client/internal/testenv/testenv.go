@@ -1,11 +1,13 @@
 // Package testenv starts, in the calling process, the servers a Sotto
-// client talks to — a relay on a real Pebble directory behind real HTTP and
-// WebSocket, and a key server — on 127.0.0.1, for the client's tests,
-// examples and benchmarks. It is for tests only.
+// client talks to — the key server (package keyserver) and the relay
+// (relay/server behind relay/relayhttp), each on a real Pebble directory
+// behind real HTTP and WebSocket on 127.0.0.1 — wired as sottod wires them,
+// for the client's tests, examples and benchmarks. It is for tests only.
 package testenv
 
 import (
 	"context"
+	"errors"
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
@@ -18,6 +20,8 @@ import (
 
 	"github.com/sotto-im/sotto/crypto"
 	"github.com/sotto-im/sotto/internal/token"
+	"github.com/sotto-im/sotto/keyserver"
+	ksstore "github.com/sotto-im/sotto/keyserver/store"
 	"github.com/sotto-im/sotto/relay/relayhttp"
 	"github.com/sotto-im/sotto/relay/server"
 	rstore "github.com/sotto-im/sotto/relay/store"
@@ -31,11 +35,13 @@ type Env struct {
 	TrustRoots   []crypto.TrustRoot
 
 	dir     string
+	ksDB    *ksstore.DB
+	ks      *keyserver.Server
 	relayDB *pebblestore.DB
 	relay   *server.Server
 	relayHS *httptest.Server
 	ksHS    *httptest.Server
-	ks      *keyServer
+	tokKey  ed25519.PublicKey
 
 	mu      sync.Mutex
 	stopped bool
@@ -55,10 +61,19 @@ func New() (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, tokKey, _ := ed25519.GenerateKey(rand.Reader)
-	tokSigner := token.NewSigner(tokKey, "sotto-test", "sotto")
-	e.ks = newKeyServer(signer, tokSigner)
-	e.ksHS = httptest.NewServer(e.ks.handler())
+	tokPub, tokKey, _ := ed25519.GenerateKey(rand.Reader)
+	e.tokKey = tokPub
+	if e.ksDB, err = ksstore.Open(dir+"/keyserver", ksstore.Options{CacheSize: 8 << 20}); err != nil {
+		return nil, err
+	}
+	generous := keyserver.Rate{Limit: 1e6, Burst: 1e6}
+	e.ks, err = keyserver.New(keyserver.Config{Issuer: issuer, Audience: audience, TokenKey: tokKey, CertificateSigner: signer,
+		Limits: keyserver.Limits{IP: generous, Account: generous, Unauthenticated: generous, HandleLookup: generous}}, e.ksDB, nil, nil)
+	if err != nil {
+		e.ksDB.Close()
+		return nil, err
+	}
+	e.ksHS = httptest.NewServer(e.ks.Handler())
 	e.KeyServerURL = e.ksHS.URL
 	e.TrustRoots = []crypto.TrustRoot{signer.TrustRoot()}
 	if err := e.startRelay(); err != nil {
@@ -74,13 +89,13 @@ func (e *Env) startRelay() error {
 	if err != nil {
 		return fmt.Errorf("testenv: relay store: %w", err)
 	}
-	verifier := token.NewVerifier(token.KeysOf(e.ks.tokens.Public()), "sotto-test", "sotto")
+	verifier := token.NewVerifier(token.KeysOf(e.tokKey), issuer, audience)
 	blobs, err := newFileBlobs(e.dir + "/blobs")
 	if err != nil {
 		db.Close()
 		return err
 	}
-	rs, err := server.New(server.Config{}, db, db, blobs, e.ks, tokenAuth{verifier},
+	rs, err := server.New(server.Config{}, db, db, blobs, directory{e.ks}, tokenAuth{verifier},
 		slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		db.Close()
@@ -134,21 +149,51 @@ func (e *Env) Close() {
 	if e.ksHS != nil {
 		e.ksHS.Close()
 	}
+	if e.ksDB != nil {
+		e.ksDB.Close()
+	}
 	os.RemoveAll(e.dir)
 }
 
 // OneTimePreKeys reports how many one-time EC prekeys the key server holds
 // for a device.
-func (e *Env) OneTimePreKeys(addr crypto.Address) int { return e.ks.count(addr) }
-
-// DrainPreKeys makes the key server forget every one-time prekey (EC and
-// KEM) of a device, as if other clients had claimed them all.
-func (e *Env) DrainPreKeys(addr crypto.Address) {
-	e.ks.mu.Lock()
-	defer e.ks.mu.Unlock()
-	if d := e.ks.keys[addr]; d != nil {
-		d.otk, d.kem = nil, nil
+func (e *Env) OneTimePreKeys(addr crypto.Address) int {
+	c, err := e.ksDB.Counts(context.Background(), addr)
+	if err != nil {
+		return -1
 	}
+	return c.OneTimeEC
+}
+
+// DrainPreKeys claims every one-time prekey (EC and KEM) of a device, as if
+// other clients had started sessions with it.
+func (e *Env) DrainPreKeys(addr crypto.Address) error {
+	ctx := context.Background()
+	for {
+		c, err := e.ksDB.Counts(ctx, addr)
+		if err != nil {
+			return err
+		}
+		if c.OneTimeEC == 0 && c.OneTimeKEM == 0 {
+			return nil
+		}
+		if _, _, err := e.ksDB.ClaimBundles(ctx, addr.Account, []crypto.DeviceID{addr.Device}); err != nil {
+			return err
+		}
+	}
+}
+
+const issuer, audience = "sotto-test", "sotto"
+
+// directory adapts the key server to the relay's Directory.
+type directory struct{ ks *keyserver.Server }
+
+func (d directory) Devices(ctx context.Context, a crypto.AccountID) ([]crypto.DeviceID, error) {
+	ids, err := d.ks.DeviceIDs(ctx, a)
+	if errors.Is(err, keyserver.ErrUnknownAccount) {
+		return nil, server.ErrUnknownAccount
+	}
+	return ids, err
 }
 
 // tokenAuth authenticates relay connections with the key server's device
