@@ -46,7 +46,8 @@ const (
 )
 
 // StoreKey is the key of the client's local store. It must be kept
-// secret; it leaves memory only wrapped under a passphrase.
+// secret; it leaves memory only wrapped under a passphrase. Obtain one
+// from GenerateStoreKey or UnwrapStoreKey; the zero value is not usable.
 type StoreKey struct {
 	_    [0]func()
 	key  [StoreKeySize]byte
