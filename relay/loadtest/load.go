@@ -112,6 +112,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		res.Mode, res.TargetRate = "latency", o.Rate
 	}
 	start := time.Now()
+	runID := rand.Uint32()
 	var measuring atomic.Bool
 	var received, refused atomic.Int64
 
@@ -232,7 +233,10 @@ func Run(ctx context.Context, o Options) (Result, error) {
 				to := rng.IntN(o.Devices)
 				m := wire.Send{RequestID: uint32(seq), Sealed: true, Body: body,
 					Accounts: []wire.SendAccount{{Account: o.Fixture.Account(to), AccessKey: o.Fixture.AccessKey(to), Devices: []wire.SendDevice{{Device: 1}}}}}
-				binary.BigEndian.PutUint64(m.ID[:], uint64(si))
+				// Unique across runs against the same relay: a repeated ID
+				// would be taken for a retry and not delivered again.
+				binary.BigEndian.PutUint32(m.ID[:], runID)
+				binary.BigEndian.PutUint32(m.ID[4:], uint32(si))
 				binary.BigEndian.PutUint64(m.ID[8:], seq)
 				now := time.Since(start)
 				binary.BigEndian.PutUint64(body, uint64(now))
