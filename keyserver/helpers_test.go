@@ -191,7 +191,6 @@ type testAccount struct {
 	key     *crypto.AccountPrivateKey
 	version uint64
 	devices map[crypto.DeviceID]*crypto.IdentityPrivateKey
-	list    *crypto.DeviceList
 	nextID  uint32 // next prekey ID
 }
 
