@@ -210,3 +210,45 @@ func genMultiVectors(t *testing.T, w *vectorWriter) {
 		w.end()
 	}
 }
+
+// TestGroupMessageThroughMultiRecipient runs the path a client takes for a
+// group message: pad, encrypt once with the sender key, seal once for all
+// member devices, and on each device open, find the receiver and decrypt.
+func TestGroupMessageThroughMultiRecipient(t *testing.T) {
+	f, alice, parties, rs := multiFixture(t, 3)
+	group := GroupID{7}
+	sk := NewSenderKey(group)
+	receivers := map[Address]*GroupReceiver{}
+	for _, p := range parties {
+		r := NewGroupReceiver(group)
+		if err := r.Process(sk.Distribution()); err != nil {
+			t.Fatal(err)
+		}
+		receivers[p.addr] = r
+	}
+	msg, err := sk.Encrypt(Pad([]byte("hello, everyone")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, headers, err := SealMulti(alice.key, alice.cert, rs, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range headers {
+		cert, content, err := OpenMulti(parties[i].key, h.Header, body, f.roots, envNow)
+		if err != nil || cert.Sender != alice.addr {
+			t.Fatalf("device %d: %v", i, err)
+		}
+		g, _, err := GroupMessageInfo(content)
+		if err != nil || g != group {
+			t.Fatalf("device %d: group %v, %v", i, g, err)
+		}
+		padded, err := receivers[h.Address].Decrypt(content)
+		if err != nil {
+			t.Fatalf("device %d: %v", i, err)
+		}
+		if pt, err := Unpad(padded); err != nil || string(pt) != "hello, everyone" {
+			t.Fatalf("device %d: %q %v", i, pt, err)
+		}
+	}
+}
