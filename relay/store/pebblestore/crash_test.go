@@ -56,7 +56,16 @@ func checkInvariants(t *testing.T, d *DB) {
 			c.n++
 			c.b += e.size()
 			c.maxSeq = max(c.maxSeq, binary.BigEndian.Uint64(cur[1:]))
-			refs[e.bodyID]++
+			if e.bodyID == 0 {
+				if len(e.inline) != int(e.bodyLen) {
+					t.Fatalf("entry %x: inline body of %d bytes, %d recorded", k, len(e.inline), e.bodyLen)
+				}
+			} else {
+				refs[e.bodyID]++
+				if _, ok := kv[string(bodyKey(tBody, e.bodyID))]; !ok {
+					t.Fatalf("entry %x: body %d missing", k, e.bodyID)
+				}
+			}
 			iv, ok := kv[string(idemKey(q, e.id))]
 			if !ok {
 				t.Fatalf("entry %x has no idempotency record", k)
@@ -67,9 +76,6 @@ func checkInvariants(t *testing.T, d *DB) {
 			}
 			if ev, ok := kv[string(expiryKey(e.expires, q, cur))]; !ok || !bytes.Equal(ev, e.id[:]) {
 				t.Fatalf("entry %x has no expiry record", k)
-			}
-			if _, ok := kv[string(bodyKey(tBody, e.bodyID))]; !ok {
-				t.Fatalf("entry %x: body %d missing", k, e.bodyID)
 			}
 		case tIdem:
 			q := parseQueueID(k[1:])

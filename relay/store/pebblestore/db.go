@@ -505,7 +505,7 @@ func scanIter(newIter func(*pebble.IterOptions) (*pebble.Iterator, error), lower
 
 // Stats are counts for tests and operators.
 type Stats struct {
-	Bodies    int   // bodies stored (scanned)
+	Bodies    int   // bodies stored, shared or inline (scanned)
 	BodyBytes int64 // their total size (scanned)
 	Batches   int64 // batches committed since Open
 	Stored    int64 // entries stored since Open
@@ -529,6 +529,20 @@ func (d *DB) Stats() (Stats, error) {
 	err := d.scan([]byte{tBody}, []byte{tBody + 1}, func(_, v []byte) (bool, error) {
 		s.Bodies++
 		s.BodyBytes += int64(len(v))
+		return true, nil
+	})
+	if err != nil {
+		return s, err
+	}
+	err = d.scan([]byte{tQueue}, []byte{tQueue + 1}, func(_, v []byte) (bool, error) {
+		e, err := decodeEntry(v)
+		if err != nil {
+			return false, err
+		}
+		if e.bodyID == 0 {
+			s.Bodies++
+			s.BodyBytes += int64(len(e.inline))
+		}
 		return true, nil
 	})
 	return s, err

@@ -15,13 +15,13 @@ import (
 // table is one contiguous, bounded range of the keyspace.
 //
 //	'a' account(20)                                   -> access key hash (32)
-//	'b' bodyID(8)                                     -> body
+//	'b' bodyID(8)                                     -> body shared by several entries
 //	'e' time(8) account(20) device(4) cursor(9)       -> message ID (16)
 //	'i' account(20) device(4) messageID(16)           -> cursor(9) time(8)
 //	'n' account(20) device(4)                         -> messages(8) bytes(8) lastSeq(8)
 //	'p' account(20) device(4)                         -> push endpoint URL
 //	'q' account(20) device(4) cursor(9)               -> entry (see encodeEntry)
-//	'r' bodyID(8)                                     -> reference count (4)
+//	'r' bodyID(8)                                     -> reference count (4) of a shared body
 //
 // cursor = (255 - priority)(1) seq(8): bytewise order is delivery order.
 // Integers are big-endian so that bytewise order is numeric order; times are
@@ -130,31 +130,44 @@ func timeOf(n uint64) time.Time { return time.Unix(0, int64(n)).UTC() }
 // entryVersion is the first byte of every stored entry value.
 const entryVersion = 1
 
-// entry is the decoded value of a 'q' key.
+// entry is the decoded value of a 'q' key:
+//
+//	version(1) id(16) stored(8) expires(8) bodyID(8) bodyLen(4) headerLen(4) header [body]
+//
+// A body referenced by one entry only (the common one-recipient send) is
+// stored inline, after the header, with bodyID 0: that saves the 'b' and 'r'
+// records and their reads and writes on Put and Ack. A body shared by
+// several entries is stored once under 'b' with a reference count under
+// 'r'.
 type entry struct {
 	id      [16]byte
 	stored  uint64
 	expires uint64
-	bodyID  uint64
+	bodyID  uint64 // 0: inline
 	bodyLen uint32
 	header  []byte
+	inline  []byte // the body when bodyID is 0
 }
 
-const entryFixedLen = 1 + 16 + 8 + 8 + 8 + 4
+const entryFixedLen = 1 + 16 + 8 + 8 + 8 + 4 + 4
 
 func (e *entry) encode() []byte {
-	b := make([]byte, 0, entryFixedLen+len(e.header))
+	b := make([]byte, 0, entryFixedLen+len(e.header)+len(e.inline))
 	b = append(b, entryVersion)
 	b = append(b, e.id[:]...)
 	b = binary.BigEndian.AppendUint64(b, e.stored)
 	b = binary.BigEndian.AppendUint64(b, e.expires)
 	b = binary.BigEndian.AppendUint64(b, e.bodyID)
 	b = binary.BigEndian.AppendUint32(b, e.bodyLen)
-	return append(b, e.header...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(e.header)))
+	b = append(b, e.header...)
+	return append(b, e.inline...)
 }
 
 var errCorrupt = errors.New("pebblestore: corrupt record")
 
+// decodeEntry decodes b, which the caller must own (header and inline body
+// alias it).
 func decodeEntry(b []byte) (entry, error) {
 	var e entry
 	if len(b) < entryFixedLen || b[0] != entryVersion {
@@ -165,7 +178,19 @@ func decodeEntry(b []byte) (entry, error) {
 	e.expires = binary.BigEndian.Uint64(b[25:])
 	e.bodyID = binary.BigEndian.Uint64(b[33:])
 	e.bodyLen = binary.BigEndian.Uint32(b[41:])
-	e.header = append([]byte(nil), b[entryFixedLen:]...)
+	hl := uint64(binary.BigEndian.Uint32(b[45:]))
+	rest := b[entryFixedLen:]
+	want := hl
+	if e.bodyID == 0 {
+		want += uint64(e.bodyLen)
+	}
+	if uint64(len(rest)) != want {
+		return entry{}, fmt.Errorf("%w: entry lengths", errCorrupt)
+	}
+	e.header = rest[:hl:hl]
+	if e.bodyID == 0 {
+		e.inline = rest[hl:]
+	}
 	return e, nil
 }
 

@@ -44,6 +44,9 @@ func (w *writer) setCounters(q store.QueueID, c counters) {
 
 // decref drops one reference to a body, deleting it with the last.
 func (w *writer) decref(bodyID uint64) error {
+	if bodyID == 0 {
+		return nil // inline
+	}
 	rk := bodyKey(tRefs, bodyID)
 	v, ok, err := w.get(rk)
 	if err != nil {
@@ -139,10 +142,13 @@ func (o *putOp) apply(w *writer) error {
 	}
 	// Validated: from here on, write.
 	now := d.opts.Now()
-	d.lastBodyID++
-	bodyID := d.lastBodyID
-	w.set(bodyKey(tBody, bodyID), o.body)
-	w.set(bodyKey(tRefs, bodyID), binary.BigEndian.AppendUint32(nil, uint32(fresh)))
+	var bodyID uint64 // 0: inline in the one entry
+	if fresh > 1 {
+		d.lastBodyID++
+		bodyID = d.lastBodyID
+		w.set(bodyKey(tBody, bodyID), o.body)
+		w.set(bodyKey(tRefs, bodyID), binary.BigEndian.AppendUint32(nil, uint32(fresh)))
+	}
 	for i, e := range o.entries {
 		if results[i].Duplicate {
 			continue
@@ -161,6 +167,9 @@ func (o *putOp) apply(w *writer) error {
 			bodyID:  bodyID,
 			bodyLen: uint32(len(o.body)),
 			header:  e.Header,
+		}
+		if bodyID == 0 {
+			en.inline = o.body
 		}
 		w.set(entryKey(e.Queue, cur), en.encode())
 		w.set(idemKey(e.Queue, e.ID), idem{cursor: cur, etime: en.expires}.encode())
@@ -217,6 +226,10 @@ func (d *DB) Fetch(ctx context.Context, q store.QueueID, after store.Cursor, lim
 		m.Stored = timeOf(e.stored)
 		m.Expires = timeOf(e.expires)
 		m.Header = e.header
+		m.Body = e.inline
+		if e.bodyID == 0 && m.Body == nil {
+			m.Body = []byte{}
+		}
 		msgs = append(msgs, m)
 		bodyIDs = append(bodyIDs, e.bodyID)
 		return len(msgs) < limit, nil
@@ -226,6 +239,9 @@ func (d *DB) Fetch(ctx context.Context, q store.QueueID, after store.Cursor, lim
 	}
 	bodies := make(map[uint64][]byte)
 	for i, id := range bodyIDs {
+		if id == 0 {
+			continue // inline
+		}
 		b, ok := bodies[id]
 		if !ok {
 			v, c, err := snap.Get(bodyKey(tBody, id))
