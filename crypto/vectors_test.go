@@ -57,7 +57,9 @@ type vectorWriter struct{ bytes.Buffer }
 func (w *vectorWriter) comment(format string, args ...any) {
 	fmt.Fprintf(w, "# "+format+"\n", args...)
 }
-func (w *vectorWriter) hex(name string, b []byte) { fmt.Fprintf(w, "%s: %s\n", name, hex.EncodeToString(b)) }
+func (w *vectorWriter) hex(name string, b []byte) {
+	fmt.Fprintf(w, "%s: %s\n", name, hex.EncodeToString(b))
+}
 func (w *vectorWriter) text(name, v string)       { fmt.Fprintf(w, "%s: %s\n", name, v) }
 func (w *vectorWriter) num(name string, v uint64) { fmt.Fprintf(w, "%s: %d\n", name, v) }
 func (w *vectorWriter) end()                      { w.WriteString("\n") }
