@@ -73,6 +73,13 @@ const (
 // ErrClosed is returned by operations on a closed DB.
 var ErrClosed = errors.New("pebblestore: closed")
 
+// ErrFailed is wrapped by every write after a write to the database failed.
+// Pebble's write-ahead log does not recover from a failed write or sync
+// (what was applied before it may or may not be on disk), so neither does
+// the DB: it keeps serving reads, refuses writes, and must be closed and
+// reopened (which replays what reached the disk) once the cause is fixed.
+var ErrFailed = errors.New("pebblestore: store failed")
+
 // Options configure Open. The zero value is usable.
 type Options struct {
 	// FS is the filesystem Pebble runs on; nil means the operating system's.
@@ -122,6 +129,8 @@ type DB struct {
 		sync.RWMutex
 		closed bool
 	}
+
+	failed atomic.Pointer[error] // first write failure, sticky
 
 	// Owned by the committer goroutine.
 	lastBodyID uint64
@@ -350,6 +359,10 @@ func (d *DB) newPending() *pending {
 
 // add applies r to the batch, or answers it at once if it fails.
 func (p *pending) add(r *request) {
+	if err := p.w.d.failure(); err != nil {
+		r.done <- err
+		return
+	}
 	if err := r.op.apply(p.w); err != nil {
 		r.done <- err
 		return
@@ -381,22 +394,43 @@ func (d *DB) flush(p *pending) bool {
 		d.syncq <- &group{reqs: p.reqs}
 		return true
 	case !p.durable:
-		err := d.pdb.Apply(b, pebble.NoSync)
+		err := wrapErr("apply", d.pdb.Apply(b, pebble.NoSync))
 		d.applied(w, err)
+		d.fail(err)
 		b.Close()
-		answer(p.reqs, wrapErr("apply", err))
+		answer(p.reqs, err)
 		return false
 	}
-	err := d.pdb.ApplyNoSyncWait(b, pebble.Sync)
+	err := wrapErr("commit", d.pdb.ApplyNoSyncWait(b, pebble.Sync))
 	d.applied(w, err)
 	if err != nil {
+		d.fail(err)
 		b.Close()
-		answer(p.reqs, wrapErr("commit", err))
+		answer(p.reqs, err)
 		return false
 	}
 	d.syncq <- &group{b: b, reqs: p.reqs}
 	return true
 }
+
+// fail records the first write failure; nil is ignored.
+func (d *DB) fail(err error) {
+	if err != nil {
+		d.failed.CompareAndSwap(nil, &err)
+	}
+}
+
+// failure returns the error refusing writes, or nil.
+func (d *DB) failure() error {
+	if p := d.failed.Load(); p != nil {
+		return fmt.Errorf("%w: %w", ErrFailed, *p)
+	}
+	return nil
+}
+
+// Failed reports the write failure that put the DB in its failed state
+// (wrapping ErrFailed), or nil: for readiness checks.
+func (d *DB) Failed() error { return d.failure() }
 
 // applied updates the counter cache after a batch was applied (err == nil)
 // or refused.
@@ -420,11 +454,17 @@ func (d *DB) runSyncer() {
 		var err error
 		if g.b != nil {
 			start := time.Now()
-			err = g.b.SyncWait()
+			err = wrapErr("sync", g.b.SyncWait())
 			d.m.syncSeconds.Observe(time.Since(start).Seconds())
 			g.b.Close()
+			d.fail(err)
 		}
-		answer(g.reqs, wrapErr("sync", err))
+		if err == nil {
+			// A group without a batch (duplicates only) relies on earlier
+			// syncs, which must all have succeeded.
+			err = d.failure()
+		}
+		answer(g.reqs, err)
 		d.synced <- struct{}{}
 	}
 }
