@@ -492,3 +492,22 @@ func genRatchetVectors(t *testing.T, w *vectorWriter) {
 	w.hex("bob_final_state", sessMarshal(t, bob))
 	w.end()
 }
+
+// TestUnansweredRatchetKey checks the rule of PROTOCOL.md §4.2: while a
+// party has not answered the peer's current ratchet key, a message under
+// yet another unknown key is refused without any DH and without changing
+// the state.
+func TestUnansweredRatchetKey(t *testing.T) {
+	alice, bob, _, _ := newTestSessions(t)
+	sessDecrypt(t, alice, sessEncrypt(t, bob, "r"), "r")
+	sessDecrypt(t, bob, sessEncrypt(t, alice, "a"), "a") // Bob owes Alice a DH step now
+	forged, _ := parseMessage(sessEncrypt(t, alice, "b"))
+	copy(forged.header.dh[:], generateX25519().PublicKey().Bytes())
+	if err := decryptKeepsStateOnError(t, bob, forged.marshal()); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("second unknown ratchet key: %v", err)
+	}
+	if bob.ratchet.sending {
+		t.Fatal("Bob took a sending step without encrypting")
+	}
+	sessDecrypt(t, alice, sessEncrypt(t, bob, "answer"), "answer")
+}
