@@ -47,8 +47,9 @@
 //
 // The store key and the index key stay in memory while the store is open.
 // The passphrase is only used by Create, Open and ChangePassphrase and is
-// not retained. Unwrapping costs scrypt at work factor 2^18 (about a
-// second, 256 MiB), paid once per Open; ChangePassphrase pays it twice.
+// not retained. Wrapping and unwrapping each cost scrypt at work factor
+// 2^18 (256 MiB; about 3 s on the project's 2-core machines): Create and
+// Open pay it once, ChangePassphrase twice.
 package pebblestore
 
 import (
