@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -30,7 +31,11 @@ func startEnv(t testing.TB) *testenv.Env {
 }
 
 func options(env *testenv.Env, st store.Store) client.Options {
-	return client.Options{Store: st, KeyServerURL: env.KeyServerURL, RelayURL: env.RelayURL, TrustRoots: env.TrustRoots}
+	o := client.Options{Store: st, KeyServerURL: env.KeyServerURL, RelayURL: env.RelayURL, TrustRoots: env.TrustRoots}
+	if os.Getenv("SOTTO_TEST_LOG") != "" {
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return o
 }
 
 // party is one client with an event recorder.

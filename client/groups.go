@@ -1,14 +1,33 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
 
 	"github.com/sotto-im/sotto/client/internal/content"
 	"github.com/sotto-im/sotto/client/store"
 	"github.com/sotto-im/sotto/crypto"
+	"github.com/sotto-im/sotto/relay/wire"
 )
+
+// Groups.
+//
+// A group's state (name, members, roles, revision) is sent in full in every
+// change, pairwise (over the 1:1 sessions) to the old and new members. A
+// member accepts a change with a higher revision from an admin of the state
+// it holds, or a member's own departure. Messages to the group are
+// encrypted once with the sender's sender key (crypto.SenderKey) and sent as
+// one multi-recipient relay request: the relay stores the body once. Each
+// member's device distributes its sender key pairwise to every member
+// before its first group message; when membership shrinks every remaining
+// member rotates its sender key, so a removed member cannot decrypt what
+// follows.
 
 // Group is a group conversation's state.
 type Group struct {
@@ -31,6 +50,28 @@ type groupRecord struct {
 	Name     string           `json:"name"`
 	Revision uint64           `json:"rev"`
 	Members  []content.Member `json:"members"`
+	// Distributed lists the accounts that hold this device's current
+	// sender key (KeyID).
+	KeyID       uint32             `json:"key_id,omitempty"`
+	Distributed []crypto.AccountID `json:"distributed,omitempty"`
+	Left        bool               `json:"left,omitempty"`
+}
+
+func (g *groupRecord) public() Group {
+	out := Group{ID: g.ID, Conversation: groupConversation(g.ID), Name: g.Name, Revision: g.Revision}
+	for _, m := range g.Members {
+		out.Members = append(out.Members, GroupMember{Account: m.Account, Admin: m.Role == content.RoleAdmin})
+	}
+	return out
+}
+
+func (g *groupRecord) role(a crypto.AccountID) content.Role {
+	for _, m := range g.Members {
+		if m.Account == a {
+			return m.Role
+		}
+	}
+	return 0
 }
 
 func (c *Client) loadGroup(ctx context.Context, id GroupID) (*groupRecord, error) {
@@ -43,4 +84,433 @@ func (c *Client) loadGroup(ctx context.Context, id GroupID) (*groupRecord, error
 	}
 	g := new(groupRecord)
 	return g, wrap("group record", json.Unmarshal(b, g))
+}
+
+func (c *Client) saveGroup(ctx context.Context, g *groupRecord) error {
+	g.V = recordVersion
+	b, err := json.Marshal(g)
+	if err != nil {
+		return err
+	}
+	if err := c.st.StoreRecord(ctx, kindGroup, g.ID[:], b); err != nil {
+		return wrap("store group", err)
+	}
+	conv := groupConversation(g.ID)
+	if _, err := c.loadConv(ctx, conv); errors.Is(err, ErrUnknownConversation) {
+		return c.saveConv(ctx, conv, &convRecord{Group: g.ID, IsGroup: true})
+	}
+	return nil
+}
+
+func sortMembers(ms []content.Member) {
+	slices.SortFunc(ms, func(a, b content.Member) int { return bytes.Compare(a.Account[:], b.Account[:]) })
+}
+
+// CreateGroup creates a group with this account as its admin and the given
+// contacts as members, and tells them.
+func (c *Client) CreateGroup(ctx context.Context, name string, members []crypto.AccountID) (Group, error) {
+	g := &groupRecord{ID: newID(), Name: name, Revision: 1,
+		Members: []content.Member{{Account: c.id.account, Role: content.RoleAdmin}}}
+	for _, a := range members {
+		if a == c.id.account || g.role(a) != 0 {
+			continue
+		}
+		if _, err := c.loadContact(ctx, a); err != nil {
+			if _, err := c.addAccount(ctx, a); err != nil {
+				return Group{}, err
+			}
+		}
+		g.Members = append(g.Members, content.Member{Account: a, Role: content.RoleMember})
+	}
+	sortMembers(g.Members)
+	if err := c.saveGroup(ctx, g); err != nil {
+		return Group{}, err
+	}
+	return g.public(), c.announce(ctx, g, nil)
+}
+
+// Groups returns the groups this account is a member of.
+func (c *Client) Groups(ctx context.Context) ([]Group, error) {
+	var out []Group
+	err := c.st.ListRecords(ctx, kindGroup, func(_, rec []byte) error {
+		var g groupRecord
+		if err := json.Unmarshal(rec, &g); err != nil {
+			return err
+		}
+		if !g.Left {
+			out = append(out, g.public())
+		}
+		return nil
+	})
+	return out, wrap("list groups", err)
+}
+
+// Group returns one group.
+func (c *Client) Group(ctx context.Context, id GroupID) (Group, error) {
+	g, err := c.loadGroup(ctx, id)
+	if err != nil {
+		return Group{}, err
+	}
+	return g.public(), nil
+}
+
+// AddMembers adds contacts to a group (admins only).
+func (c *Client) AddMembers(ctx context.Context, id GroupID, accounts ...crypto.AccountID) error {
+	return c.changeGroup(ctx, id, true, func(g *groupRecord) error {
+		for _, a := range accounts {
+			if g.role(a) != 0 {
+				continue
+			}
+			if _, err := c.loadContact(ctx, a); err != nil {
+				if _, err := c.addAccount(ctx, a); err != nil {
+					return err
+				}
+			}
+			g.Members = append(g.Members, content.Member{Account: a, Role: content.RoleMember})
+		}
+		return nil
+	})
+}
+
+// RemoveMembers removes members from a group (admins only). Every remaining
+// member rotates its sender key.
+func (c *Client) RemoveMembers(ctx context.Context, id GroupID, accounts ...crypto.AccountID) error {
+	return c.changeGroup(ctx, id, true, func(g *groupRecord) error {
+		g.Members = slices.DeleteFunc(g.Members, func(m content.Member) bool { return slices.Contains(accounts, m.Account) })
+		return nil
+	})
+}
+
+// Rename renames a group (admins only).
+func (c *Client) Rename(ctx context.Context, id GroupID, name string) error {
+	return c.changeGroup(ctx, id, true, func(g *groupRecord) error { g.Name = name; return nil })
+}
+
+// SetAdmin gives or takes a member's admin role (admins only).
+func (c *Client) SetAdmin(ctx context.Context, id GroupID, a crypto.AccountID, admin bool) error {
+	return c.changeGroup(ctx, id, true, func(g *groupRecord) error {
+		for i := range g.Members {
+			if g.Members[i].Account == a {
+				g.Members[i].Role = content.RoleMember
+				if admin {
+					g.Members[i].Role = content.RoleAdmin
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("client: %s is not a member", a)
+	})
+}
+
+// Leave leaves a group.
+func (c *Client) Leave(ctx context.Context, id GroupID) error {
+	return c.changeGroup(ctx, id, false, func(g *groupRecord) error {
+		g.Members = slices.DeleteFunc(g.Members, func(m content.Member) bool { return m.Account == c.id.account })
+		g.Left = true
+		return nil
+	})
+}
+
+// changeGroup applies change to a group's state, bumps its revision, and
+// sends the new state to the old and new members.
+func (c *Client) changeGroup(ctx context.Context, id GroupID, adminOnly bool, change func(*groupRecord) error) error {
+	g, err := c.loadGroup(ctx, id)
+	if err != nil {
+		return err
+	}
+	if adminOnly && g.role(c.id.account) != content.RoleAdmin {
+		return ErrNotAdmin
+	}
+	old := slices.Clone(g.Members)
+	if err := change(g); err != nil {
+		return err
+	}
+	sortMembers(g.Members)
+	g.Revision++
+	shrunk := c.shrunk(old, g.Members)
+	if shrunk {
+		g.KeyID, g.Distributed = 0, nil // rotate: a new key at the next send
+		if err := c.st.DeleteSenderKeys(ctx, store.GroupID(g.ID)); err != nil {
+			return wrap("rotate sender keys", err)
+		}
+	}
+	if err := c.saveGroup(ctx, g); err != nil {
+		return err
+	}
+	c.emit(GroupEvent{Group: g.public()})
+	return c.announce(ctx, g, old)
+}
+
+func (c *Client) shrunk(old, now []content.Member) bool {
+	for _, m := range old {
+		if !slices.ContainsFunc(now, func(n content.Member) bool { return n.Account == m.Account }) {
+			return true
+		}
+	}
+	return false
+}
+
+// announce sends the group's state pairwise to its members and to the
+// members of old who are no longer in it.
+func (c *Client) announce(ctx context.Context, g *groupRecord, old []content.Member) error {
+	state := &content.Group{Revision: g.Revision, Name: g.Name, Members: g.Members}
+	to := map[crypto.AccountID]bool{}
+	for _, m := range append(slices.Clone(old), g.Members...) {
+		if m.Account != c.id.account {
+			to[m.Account] = true
+		}
+	}
+	conv := groupConversation(g.ID)
+	for a := range to {
+		m := &content.Message{Kind: content.KindGroupUpdate, Group: g.ID, GroupState: state}
+		if err := c.sendTo(ctx, conv, a, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyGroupUpdate handles a group state from author.
+func (c *Client) applyGroupUpdate(ctx context.Context, author crypto.AccountID, m *content.Message) ([]Event, error) {
+	st := m.GroupState
+	g, err := c.loadGroup(ctx, m.Group)
+	isMember := func(ms []content.Member, a crypto.AccountID) bool {
+		return slices.ContainsFunc(ms, func(x content.Member) bool { return x.Account == a })
+	}
+	switch {
+	case errors.Is(err, ErrUnknownConversation):
+		// A new group: accept it from a member who lists us.
+		if !isMember(st.Members, c.id.account) || !isMember(st.Members, author) {
+			return nil, nil
+		}
+		g = &groupRecord{ID: m.Group}
+	case err != nil:
+		return nil, local(err)
+	default:
+		if st.Revision <= g.Revision {
+			return nil, nil
+		}
+		selfLeave := !isMember(st.Members, author) && isMember(g.Members, author) && len(st.Members) == len(g.Members)-1
+		if g.role(author) != content.RoleAdmin && !selfLeave {
+			c.log.Debug("client: ignoring group change by a non-admin")
+			return nil, nil
+		}
+	}
+	old := g.Members
+	g.Name, g.Revision, g.Members = st.Name, st.Revision, st.Members
+	if !isMember(st.Members, c.id.account) {
+		g.Left = true
+	}
+	if len(old) > 0 && c.shrunk(old, st.Members) {
+		g.KeyID, g.Distributed = 0, nil
+		if err := c.st.DeleteSenderKeys(ctx, store.GroupID(g.ID)); err != nil {
+			return nil, local(err)
+		}
+	}
+	if err := c.saveGroup(ctx, g); err != nil {
+		return nil, local(err)
+	}
+	return []Event{GroupEvent{Group: g.public()}}, nil
+}
+
+// applySenderKey stores a member's sender-key distribution.
+func (c *Client) applySenderKey(ctx context.Context, sender crypto.Address, m *content.Message) error {
+	g, err := c.loadGroup(ctx, m.Group)
+	if err != nil || g.role(sender.Account) == 0 {
+		return nil // not a group we know, or not a member: ignore
+	}
+	r := crypto.NewGroupReceiver(crypto.GroupID(m.Group))
+	if b, err := c.st.LoadSenderKey(ctx, store.GroupID(m.Group), sender); err == nil {
+		if parsed, err := crypto.ParseGroupReceiver(b); err == nil {
+			r = parsed
+		}
+	}
+	if err := r.Process(m.SenderKey); err != nil {
+		return nil
+	}
+	b, err := r.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return local(c.st.StoreSenderKey(ctx, store.GroupID(m.Group), sender, b))
+}
+
+// ownSenderKey returns this device's sender key for g (creating or rotating
+// it), distributing it first to the members that do not hold it.
+func (c *Client) ownSenderKey(ctx context.Context, g *groupRecord) (*crypto.SenderKey, error) {
+	self := c.Address()
+	var sk *crypto.SenderKey
+	if b, err := c.st.LoadSenderKey(ctx, store.GroupID(g.ID), self); err == nil {
+		if sk, err = crypto.ParseSenderKey(b); err != nil {
+			return nil, wrap("sender key", err)
+		}
+	} else if !isNotFound(err) {
+		return nil, wrap("load sender key", err)
+	}
+	if sk == nil || sk.KeyID() != g.KeyID {
+		sk = crypto.NewSenderKey(crypto.GroupID(g.ID))
+		g.KeyID, g.Distributed = sk.KeyID(), nil
+		if err := c.storeOwnSenderKey(ctx, g.ID, sk); err != nil {
+			return nil, err
+		}
+	}
+	for _, m := range g.Members {
+		if m.Account == c.id.account || slices.Contains(g.Distributed, m.Account) {
+			continue
+		}
+		d := &content.Message{Kind: content.KindSenderKey, ID: newID(), Sent: c.now().Truncate(time.Millisecond),
+			Group: g.ID, AccessKey: c.id.accessKey, SenderKey: sk.Distribution()}
+		pt, err := d.Marshal()
+		if err != nil {
+			return nil, err
+		}
+		rec := &outboxRecord{ID: d.ID, Conv: groupConversation(g.ID), To: []crypto.AccountID{m.Account}, Content: pt}
+		if err := c.deliver(ctx, rec, d); err != nil {
+			return nil, err
+		}
+		g.Distributed = append(g.Distributed, m.Account)
+		if err := c.saveGroup(ctx, g); err != nil {
+			return nil, err
+		}
+	}
+	return sk, nil
+}
+
+func (c *Client) storeOwnSenderKey(ctx context.Context, id GroupID, sk *crypto.SenderKey) error {
+	b, err := sk.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return wrap("store sender key", c.st.StoreSenderKey(ctx, store.GroupID(id), c.Address(), b))
+}
+
+// deliverGroup sends a group message once, as a multi-recipient message to
+// every device of every other member.
+func (c *Client) deliverGroup(ctx context.Context, rec *outboxRecord, cert *crypto.SenderCertificate) error {
+	var gid GroupID
+	if m, err := content.Parse(rec.Content); err == nil {
+		gid = m.Group
+	}
+	g, err := c.loadGroup(ctx, gid)
+	if err != nil {
+		return &permanentError{http.StatusGone}
+	}
+	if g.Left {
+		return &permanentError{http.StatusGone}
+	}
+	for round := 0; ; round++ {
+		sk, err := c.ownSenderKey(ctx, g)
+		if err != nil {
+			return err
+		}
+		var recips []crypto.MultiRecipient
+		sealed := true
+		keys := map[crypto.AccountID][32]byte{}
+		for _, m := range g.Members {
+			if m.Account == c.id.account {
+				continue
+			}
+			r, err := c.loadContact(ctx, m.Account)
+			if errors.Is(err, ErrUnknownContact) {
+				r, err = c.addAccount(ctx, m.Account)
+			}
+			if err != nil {
+				return err
+			}
+			l, err := r.list()
+			if err == nil && l == nil {
+				l, err = c.refreshDevices(ctx, r)
+			}
+			if err != nil {
+				return err
+			}
+			for _, d := range l.Devices {
+				recips = append(recips, crypto.MultiRecipient{Address: crypto.Address{Account: m.Account, Device: d.ID}, Identity: d.Identity})
+			}
+			if len(r.AccessKey) == 32 {
+				keys[m.Account] = [32]byte(r.AccessKey)
+			} else {
+				sealed = false
+			}
+		}
+		if len(recips) == 0 {
+			return nil
+		}
+		c.cryptoMu.Lock()
+		ct, err := sk.Encrypt(crypto.Pad(rec.Content))
+		if err == nil {
+			err = c.storeOwnSenderKey(ctx, g.ID, sk)
+		}
+		c.cryptoMu.Unlock()
+		if err != nil {
+			return wrap("group encrypt", err)
+		}
+		body, headers, err := crypto.SealMulti(c.id.ik, cert, recips, ct)
+		if err != nil {
+			return wrap("seal group message", err)
+		}
+		send := &wire.Send{ID: rec.ID, Sealed: sealed, Body: body}
+		if rec.RelayID != ([16]byte{}) {
+			send.ID = rec.RelayID
+		}
+		for _, h := range headers {
+			a := h.Address.Account
+			if n := len(send.Accounts); n == 0 || send.Accounts[n-1].Account != a {
+				send.Accounts = append(send.Accounts, wire.SendAccount{Account: a, AccessKey: keys[a]})
+			}
+			acct := &send.Accounts[len(send.Accounts)-1]
+			acct.Devices = append(acct.Devices, wire.SendDevice{Device: uint32(h.Address.Device), Header: h.Header})
+		}
+		res, err := c.postSend(ctx, send)
+		if err != nil {
+			return err
+		}
+		switch {
+		case res.Status == http.StatusOK:
+			return nil
+		case res.Status == http.StatusConflict && round < maxDeviceRetries:
+			if err := c.refreshNamed(ctx, res); err != nil {
+				return err
+			}
+			// New devices need the sender key too.
+			g.Distributed = nil
+		case res.Status == http.StatusGone || res.Status == http.StatusBadRequest:
+			return &permanentError{int(res.Status)}
+		default:
+			return fmt.Errorf("client: relay answered %d %s to a group message", res.Status, res.Code)
+		}
+	}
+}
+
+// openGroup decrypts a multi-recipient group message. It returns the
+// padded plaintext and the receiver state to persist once the message is
+// stored.
+func (c *Client) openGroup(ctx context.Context, sender crypto.Address, msg []byte) ([]byte, func() error, error) {
+	gid, _, err := crypto.GroupMessageInfo(msg)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := c.st.LoadSenderKey(ctx, store.GroupID(gid), sender)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, nil, fmt.Errorf("client: no sender key of %s: %w", sender, crypto.ErrDecrypt)
+		}
+		return nil, nil, local(err)
+	}
+	r, err := crypto.ParseGroupReceiver(b)
+	if err != nil {
+		return nil, nil, local(err)
+	}
+	pt, err := r.Decrypt(msg)
+	if err != nil {
+		return nil, nil, err
+	}
+	commit := func() error {
+		b, err := r.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		return c.st.StoreSenderKey(ctx, store.GroupID(gid), sender, b)
+	}
+	return pt, commit, nil
 }

@@ -36,6 +36,7 @@ type outboxRecord struct {
 	Content []byte             `json:"content"`         // encoded content.Message
 	Track   bool               `json:"track,omitempty"` // update the history status
 	Sync    bool               `json:"sync,omitempty"`  // send a transcript to own devices
+	Group   bool               `json:"group,omitempty"` // a group message: sender key, multi-recipient
 	// RelayID, if set, is the relay-level message ID (a resent message
 	// keeps its ID but needs a new one at the relay, which remembers
 	// acknowledged IDs for de-duplication).
@@ -74,7 +75,7 @@ func (c *Client) enqueue(ctx context.Context, conv ConversationID, cr *convRecor
 	if err != nil {
 		return err
 	}
-	return c.enqueueTo(ctx, conv, to, m, track, true)
+	return c.enqueueRec(ctx, conv, to, m, track, true, [16]byte{}, cr.IsGroup)
 }
 
 func (c *Client) enqueueTo(ctx context.Context, conv ConversationID, to []crypto.AccountID, m *content.Message, track, sync bool) error {
@@ -82,6 +83,10 @@ func (c *Client) enqueueTo(ctx context.Context, conv ConversationID, to []crypto
 }
 
 func (c *Client) enqueueRelay(ctx context.Context, conv ConversationID, to []crypto.AccountID, m *content.Message, track, sync bool, relayID [16]byte) error {
+	return c.enqueueRec(ctx, conv, to, m, track, sync, relayID, false)
+}
+
+func (c *Client) enqueueRec(ctx context.Context, conv ConversationID, to []crypto.AccountID, m *content.Message, track, sync bool, relayID [16]byte, group bool) error {
 	if m.Kind != content.KindReceipt && m.Kind != content.KindResendRequest && m.Kind != content.KindProfile {
 		m.AccessKey = c.id.accessKey
 	}
@@ -95,7 +100,7 @@ func (c *Client) enqueueRelay(ctx context.Context, conv ConversationID, to []cry
 	if crypto.PaddedSize(len(b)) > maxPlaintext {
 		return ErrTooLarge
 	}
-	rec := &outboxRecord{V: recordVersion, ID: m.ID, Conv: conv, To: to, Content: b, Track: track, Sync: sync, RelayID: relayID}
+	rec := &outboxRecord{V: recordVersion, ID: m.ID, Conv: conv, To: to, Content: b, Track: track, Sync: sync, RelayID: relayID, Group: group}
 	raw, err := json.Marshal(rec)
 	if err != nil {
 		return err
@@ -230,6 +235,12 @@ func (c *Client) deliver(ctx context.Context, rec *outboxRecord, m *content.Mess
 	if err != nil {
 		return err
 	}
+	if rec.Group {
+		if err := c.deliverGroup(ctx, rec, cert); err != nil {
+			return err
+		}
+		return c.deliverTranscript(ctx, rec, m, cert)
+	}
 	for round := 0; ; round++ {
 		send, err := c.buildSend(ctx, rec, m, cert, false)
 		if err != nil {
@@ -262,6 +273,12 @@ func (c *Client) deliver(ctx context.Context, rec *outboxRecord, m *content.Mess
 		}
 		break
 	}
+	return c.deliverTranscript(ctx, rec, m, cert)
+}
+
+// deliverTranscript sends this account's other devices a transcript of a
+// message it sent.
+func (c *Client) deliverTranscript(ctx context.Context, rec *outboxRecord, m *content.Message, cert *crypto.SenderCertificate) error {
 	if !rec.Sync || rec.Ephemeral {
 		return nil
 	}
@@ -337,6 +354,10 @@ func (c *Client) buildSend(ctx context.Context, rec *outboxRecord, m *content.Me
 	send.Sealed = true
 	for _, a := range rec.To {
 		r, err := c.loadContact(ctx, a)
+		if errors.Is(err, ErrUnknownContact) {
+			// A fellow group member this account has not talked to.
+			r, err = c.addAccount(ctx, a)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -14,13 +14,17 @@ import (
 // be acknowledged; anything wrong with the message itself is logged and the
 // message dropped, so that a hostile sender cannot wedge the queue.
 func (c *Client) handleDelivery(ctx context.Context, relayID [16]byte, header, body []byte, ephemeral bool) error {
-	if len(body) != 0 {
-		// Multi-recipient bodies carry group messages, which this
-		// version does not accept yet.
-		c.log.Debug("client: dropping multi-recipient message")
-		return nil
+	var (
+		cert  *crypto.SenderCertificate
+		inner []byte
+		err   error
+	)
+	group := len(body) != 0
+	if group {
+		cert, inner, err = crypto.OpenMulti(c.id.ik, header, body, c.opts.TrustRoots, c.now())
+	} else {
+		cert, inner, err = crypto.Open(c.id.ik, header, c.opts.TrustRoots, c.now())
 	}
-	cert, inner, err := crypto.Open(c.id.ik, header, c.opts.TrustRoots, c.now())
 	if err != nil {
 		c.log.Debug("client: dropping envelope that does not open", "err", err)
 		return nil
@@ -50,7 +54,17 @@ func (c *Client) handleDelivery(ctx context.Context, relayID [16]byte, header, b
 
 	var evs []Event
 	c.cryptoMu.Lock()
-	sess, padded, used, err := c.decryptLocked(ctx, sender, cert.Identity, inner)
+	var (
+		sess        *crypto.Session
+		padded      []byte
+		used        *crypto.PreKeysUsed
+		groupCommit func() error
+	)
+	if group {
+		padded, groupCommit, err = c.openGroup(ctx, sender, inner)
+	} else {
+		sess, padded, used, err = c.decryptLocked(ctx, sender, cert.Identity, inner)
+	}
 	if err != nil {
 		c.cryptoMu.Unlock()
 		if errors.Is(err, crypto.ErrDuplicateMessage) {
@@ -60,7 +74,7 @@ func (c *Client) handleDelivery(ctx context.Context, relayID [16]byte, header, b
 			return err
 		}
 		c.log.Debug("client: message does not decrypt; asking for a resend", "sender", sender.String(), "err", err)
-		if !ephemeral {
+		if !ephemeral && !group {
 			c.requestResend(ctx, sender, relayID)
 		}
 		return nil
@@ -69,6 +83,9 @@ func (c *Client) handleDelivery(ctx context.Context, relayID [16]byte, header, b
 	var m *content.Message
 	if err == nil {
 		m, err = content.Parse(pt)
+	}
+	if err == nil && group && (m.Group == [16]byte{} || !groupKinds[m.Kind]) {
+		err = errors.New("client: not a group message")
 	}
 	if err == nil {
 		if seen, serr := c.st.MarkSeen(ctx, sender.Account, m.ID, c.now()); serr != nil {
@@ -88,7 +105,12 @@ func (c *Client) handleDelivery(ctx context.Context, relayID [16]byte, header, b
 	// The message is stored; now the session advances (and consumed
 	// prekeys go). A crash before this point replays the message into the
 	// old session state, and MarkSeen drops the copy.
-	cerr := c.commitSession(ctx, sender, sess, used)
+	var cerr error
+	if group {
+		cerr = groupCommit()
+	} else {
+		cerr = c.commitSession(ctx, sender, sess, used)
+	}
 	c.cryptoMu.Unlock()
 	if cerr != nil {
 		return cerr
@@ -98,6 +120,10 @@ func (c *Client) handleDelivery(ctx context.Context, relayID [16]byte, header, b
 	}
 	return nil
 }
+
+// groupKinds are the kinds sent to a group as multi-recipient messages.
+var groupKinds = map[content.Kind]bool{content.KindText: true, content.KindReaction: true, content.KindEdit: true,
+	content.KindDelete: true, content.KindTimer: true}
 
 // localError marks failures of this device (the store), as opposed to bad
 // input from the network.
@@ -265,6 +291,13 @@ func (c *Client) apply(ctx context.Context, sender crypto.Address, contact *cont
 	if ephemeral && m.Kind != content.KindTyping {
 		return nil, nil
 	}
+	if m.Group != ([16]byte{}) && groupKinds[m.Kind] {
+		// Only members may write to a group.
+		g, err := c.loadGroup(ctx, m.Group)
+		if err != nil || g.role(author) == 0 || g.Left {
+			return nil, nil
+		}
+	}
 	switch m.Kind {
 	case content.KindText:
 		sm := &storedMessage{From: author, Sent: m.Sent, Received: now, Text: m.Text, Attachments: m.Attachments,
@@ -279,7 +312,9 @@ func (c *Client) apply(ctx context.Context, sender crypto.Address, contact *cont
 		if err := c.putMessage(ctx, conv, m.ID, sm); err != nil {
 			return nil, local(err)
 		}
-		c.queueReceipt(author, m.ID)
+		if m.Group == ([16]byte{}) {
+			c.queueReceipt(author, m.ID)
+		}
 		return []Event{MessageEvent{Message: sm.public(conv, m.ID)}}, nil
 	case content.KindReaction, content.KindEdit, content.KindDelete:
 		return c.applyChange(ctx, conv, author, m)
@@ -311,6 +346,10 @@ func (c *Client) apply(ctx context.Context, sender crypto.Address, contact *cont
 		return nil, nil
 	case content.KindProfile:
 		return nil, nil
+	case content.KindGroupUpdate:
+		return c.applyGroupUpdate(ctx, author, m)
+	case content.KindSenderKey:
+		return nil, c.applySenderKey(ctx, sender, m)
 	case content.KindTranscript:
 		if sender.Account != c.id.account {
 			return nil, nil

@@ -1,0 +1,26 @@
+package client
+
+import (
+	"context"
+
+	"github.com/sotto-im/sotto/client/store"
+	"github.com/sotto-im/sotto/crypto"
+)
+
+// OwnSenderKeyForTest returns this device's stored sender key for a group.
+func (c *Client) OwnSenderKeyForTest(g GroupID) (*crypto.SenderKey, error) {
+	b, err := c.st.LoadSenderKey(context.Background(), store.GroupID(g), c.Address())
+	if err != nil {
+		return nil, err
+	}
+	return crypto.ParseSenderKey(b)
+}
+
+// ReceiverForTest returns the stored sender-key receiver of a group member.
+func (c *Client) ReceiverForTest(g GroupID, sender crypto.Address) (*crypto.GroupReceiver, error) {
+	b, err := c.st.LoadSenderKey(context.Background(), store.GroupID(g), sender)
+	if err != nil {
+		return nil, err
+	}
+	return crypto.ParseGroupReceiver(b)
+}
