@@ -1,13 +1,15 @@
 package keyserver
 
 import (
-	"fmt"
+	"bytes"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,13 +34,15 @@ var benchKeys = sync.OnceValues(func() (*crypto.IdentityPrivateKey, store.Device
 	return ik, k
 })
 
+// benchClients is the number of concurrent HTTP clients of the benchmarks.
+const benchClients = 64
+
 // BenchmarkBundleFetch measures bundle fetches that claim a one-time EC
 // and a one-time ML-KEM prekey each, over HTTP on 127.0.0.1 from 64
 // concurrent clients (one keep-alive connection each), against a Pebble
 // store in a real directory with synced claims. Each fetch is one claim of
 // a one-time prekey pair; "claims/s" counts fetches per second.
 func BenchmarkBundleFetch(b *testing.B) {
-	const clients = 64
 	ik, keys := benchKeys()
 	e := newEnv(b, nil)
 	// Enough devices that no fetch finds its device drained.
@@ -57,8 +61,34 @@ func BenchmarkBundleFetch(b *testing.B) {
 		}
 		accounts[i] = "/v1/bundles/" + ak.ID().String() + "/1"
 	}
+	if err := e.db.Compact(b.Context()); err != nil {
+		b.Fatal(err)
+	}
 	fetcher := e.register(0, 0)
 	tok := e.login(fetcher, 1)
+	runFetchLoad(b, e.http.URL, tok, accounts)
+}
+
+// BenchmarkHTTPFloor is the same load against a handler that only answers
+// a fixed body of a bundle response's size: what HTTP on loopback costs on
+// this machine in the same sitting, the floor under BenchmarkBundleFetch.
+func BenchmarkHTTPFloor(b *testing.B) {
+	body := bytes.Repeat([]byte("x"), 2600)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
+	}))
+	defer srv.Close()
+	runFetchLoad(b, srv.URL, "token", []string{"/v1/bundles/x/1"})
+}
+
+// runFetchLoad posts b.N requests to base+paths[i%len] from benchClients
+// concurrent clients and reports throughput, latency and CPU.
+func runFetchLoad(b *testing.B, base, tok string, paths []string) {
+	clients := benchClients
+	nAccounts := len(paths)
+	accounts := paths
 	tr := &http.Transport{MaxIdleConns: clients, MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
@@ -69,12 +99,13 @@ func BenchmarkBundleFetch(b *testing.B) {
 	var failed atomic.Int64
 	b.SetParallelism((clients + 1) / max(1, runtimeProcs()))
 	b.ResetTimer()
+	cpu0 := processCPU()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		var mine []time.Duration
 		for pb.Next() {
 			path := accounts[int(next.Add(1)-1)%nAccounts]
-			req, _ := http.NewRequest("POST", e.http.URL+path, nil)
+			req, _ := http.NewRequest("POST", base+path, nil)
 			req.Header.Set("Authorization", "Bearer "+tok)
 			t0 := time.Now()
 			res, err := client.Do(req)
@@ -94,6 +125,7 @@ func BenchmarkBundleFetch(b *testing.B) {
 		mu.Unlock()
 	})
 	elapsed := time.Since(start)
+	cpu := processCPU() - cpu0
 	b.StopTimer()
 	if n := failed.Load(); n > 0 {
 		b.Fatalf("%d fetches failed", n)
@@ -108,9 +140,20 @@ func BenchmarkBundleFetch(b *testing.B) {
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "claims/s")
 	b.ReportMetric(pct(0.50), "p50-µs")
 	b.ReportMetric(pct(0.99), "p99-µs")
-	if testing.Verbose() {
-		fmt.Printf("clients=%d fetches=%d accounts=%d\n", clients, b.N, nAccounts)
-	}
+	// CPU of the whole process (server and clients) per fetch: on a shared
+	// machine the throughput depends on the share of the cores this process
+	// gets, and this figure says what an idle machine would allow.
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/claim")
+	b.ReportMetric(cpu.Seconds()/elapsed.Seconds(), "cores-used")
 }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
+
+// processCPU returns the user and system CPU time of the process so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

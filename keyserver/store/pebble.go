@@ -233,6 +233,20 @@ func (s *DB) Scan(fn func(key, value []byte) bool) error {
 	return nil
 }
 
+// Compact rewrites the whole keyspace. Deleted accounts and claimed
+// prekeys are hidden from reads at once but stay in files until compaction
+// drops them; Compact makes that happen now, so that an operator can make
+// an erasure physical (and benchmarks can start from a settled store).
+func (s *DB) Compact(ctx context.Context) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if err := s.db.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
+		return fmt.Errorf("store: compact: %w", err)
+	}
+	return nil
+}
+
 func (s *DB) stripe(id crypto.AccountID) *stripe {
 	// Account IDs are hash outputs: their first byte is uniform.
 	return &s.stripes[id[0]]
