@@ -319,7 +319,7 @@ var allowed = [...]uint32{
 	KindTyping:        1<<tagGroup | 1<<tagFlags,
 	KindGroupUpdate:   1<<tagGroup | 1<<tagAccessKey | 1<<tagGroupState,
 	KindSenderKey:     1<<tagGroup | 1<<tagAccessKey | 1<<tagSenderKey,
-	KindResendRequest: 1<<tagTarget,
+	KindResendRequest: 1 << tagTarget,
 	KindTranscript:    1<<tagDestination | 1<<tagNested,
 	KindProfile:       1 << tagAccessKey,
 	KindProvision:     1 << tagData,

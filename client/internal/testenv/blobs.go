@@ -25,7 +25,9 @@ func newFileBlobs(dir string) (*fileBlobs, error) {
 	return &fileBlobs{dir: dir}, os.MkdirAll(dir, 0o700)
 }
 
-func (b *fileBlobs) path(id store.BlobID) string { return filepath.Join(b.dir, hex.EncodeToString(id[:])) }
+func (b *fileBlobs) path(id store.BlobID) string {
+	return filepath.Join(b.dir, hex.EncodeToString(id[:]))
+}
 
 func (b *fileBlobs) Create(_ context.Context, _ crypto.AccountID, declared int64, _ time.Time, r io.Reader) (store.BlobID, error) {
 	if declared > maxBlob {

@@ -7,9 +7,9 @@ package testenv
 
 import (
 	"context"
-	"errors"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
