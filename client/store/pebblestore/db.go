@@ -109,6 +109,11 @@ type Options struct {
 	// Logf receives Pebble's log messages; nil discards them. Pebble logs
 	// no keys or values.
 	Logf func(format string, args ...any)
+	// CacheSize is the size in bytes of Pebble's block cache (sealed
+	// values, as on disk); 0 means Pebble's default, 8 MiB. A search scans
+	// the whole history, so a cache that holds it (about 230 bytes per
+	// short message) makes repeated searches skip the reads.
+	CacheSize int64
 
 	// Test seams; nil means the crypto package's functions, at the full
 	// scrypt work factor.
@@ -144,6 +149,7 @@ func (o *Options) pebbleOptions(fs vfs.FS) *pebble.Options {
 	var logf func(string, ...any)
 	if o != nil {
 		logf = o.Logf
+		po.CacheSize = o.CacheSize
 	}
 	po.Logger = pebbleLogger{logf}
 	return po
