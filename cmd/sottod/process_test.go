@@ -1,0 +1,408 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sotto-im/sotto/client"
+	"github.com/sotto-im/sotto/client/store"
+	"github.com/sotto-im/sotto/client/store/memstore"
+	"github.com/sotto-im/sotto/crypto"
+)
+
+// These tests build the real sottod binary and run it as a process.
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+func sottodBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the sottod binary")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sottod-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "sottod")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago, so that a restarted server can come back on the same URL.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is a running sottod.
+type proc struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	url   string
+	trust crypto.TrustRoot
+	done  chan error
+}
+
+func startSottod(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(sottodBinary(t), args...)
+	cmd.Env = append(os.Environ(), env...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = testWriter{t}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{t: t, cmd: cmd, done: make(chan error, 1)}
+	lines := bufio.NewScanner(stdout)
+	deadline := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
+	for lines.Scan() {
+		line := lines.Text()
+		if _, after, ok := strings.Cut(line, " at "); ok && strings.HasPrefix(line, "sottod ") {
+			p.url = after
+		}
+		if v, ok := strings.CutPrefix(line, "sender-certificate trust root: "); ok {
+			if p.trust, err = crypto.ParseTrustRoot(v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The relay alone prints no trust root: its URL line is the last.
+		if strings.HasPrefix(line, "trust root fingerprint") || (p.url != "" && args0(args) == "relay") {
+			break
+		}
+	}
+	deadline.Stop()
+	go io.Copy(io.Discard, stdout)
+	go func() { p.done <- cmd.Wait() }()
+	if p.url == "" {
+		t.Fatal("sottod did not print its URL")
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	p.waitReady()
+	return p
+}
+
+func args0(args []string) string {
+	if len(args) == 0 {
+		return ""
+	}
+	return args[0]
+}
+
+func (p *proc) waitReady() {
+	p.t.Helper()
+	for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get(p.url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+	}
+	p.t.Fatal("sottod never became ready")
+}
+
+// stop sends SIGTERM and requires exit status 0 within the shutdown
+// deadline.
+func (p *proc) stop() {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		p.t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			p.t.Fatalf("sottod exited with %v after SIGTERM", err)
+		}
+	case <-time.After(20 * time.Second):
+		p.t.Fatal("sottod did not exit within the shutdown deadline")
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Logf("sottod: %s", strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// durable keeps a memstore across Close, as a directory would, without the
+// cost of the passphrase KDF in every test.
+type durable struct{ store.Store }
+
+func (durable) Close() error { return nil }
+
+type user struct {
+	t  *testing.T
+	c  *client.Client
+	st store.Store
+	ev chan client.Event
+}
+
+func newUser(t *testing.T, ks, relay string, roots []crypto.TrustRoot, st store.Store, create bool) *user {
+	t.Helper()
+	open := client.Open
+	if create {
+		open = client.Create
+	}
+	c, err := open(context.Background(), client.Options{Store: durable{st}, KeyServerURL: ks, RelayURL: relay, TrustRoots: roots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &user{t: t, c: c, st: st, ev: make(chan client.Event, 4096)}
+	go func() {
+		for ev := range c.Events() {
+			u.ev <- ev
+		}
+	}()
+	t.Cleanup(func() { c.Close() })
+	return u
+}
+
+func (u *user) waitText(text string) client.Message {
+	u.t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case ev := <-u.ev:
+			if m, ok := ev.(client.MessageEvent); ok && m.Message.Text == text {
+				return m.Message
+			}
+		case <-timeout:
+			u.t.Fatalf("no message %q", text)
+		}
+	}
+}
+
+// waitStatus waits until an outgoing message has reached at least status.
+func (u *user) waitStatus(conv client.ConversationID, id client.MessageID, status client.Status) {
+	u.t.Helper()
+	for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(20 * time.Millisecond) {
+		m, err := u.c.Message(context.Background(), conv, id)
+		if err == nil && m.Status >= status {
+			return
+		}
+	}
+	u.t.Fatalf("message never reached status %v", status)
+}
+
+func befriend(t *testing.T, a, b *user) (ab, ba client.ConversationID) {
+	t.Helper()
+	ctx := context.Background()
+	cb, err := a.c.AddContact(ctx, b.c.Invite(false).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := b.c.AddContact(ctx, a.c.Invite(false).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cb.Conversation, ca.Conversation
+}
+
+func TestProcessLifecycle(t *testing.T) {
+	data := t.TempDir()
+	addr := freeAddr(t)
+	srv := startSottod(t, nil, "--listen", addr, "--data", data)
+
+	for path, want := range map[string]string{"/healthz": "ok", "/metrics": "sotto_relay_connections"} {
+		resp, err := http.Get(srv.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Fatalf("%s: %d %q", path, resp.StatusCode, body)
+		}
+	}
+	for _, f := range []string{tokenKeyFile, certKeyFile, internalKeyFile} {
+		fi, err := os.Stat(filepath.Join(data, keysDir, f))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("key file %s: %v %v", f, fi.Mode(), err)
+		}
+	}
+
+	roots := []crypto.TrustRoot{srv.trust}
+	aliceStore, bobStore := memstore.New(), memstore.New()
+	alice := newUser(t, srv.url, srv.url, roots, aliceStore, true)
+	bob := newUser(t, srv.url, srv.url, roots, bobStore, true)
+	ab, ba := befriend(t, alice, bob)
+	ctx := context.Background()
+	if _, err := alice.c.Send(ctx, ab, client.Text("hello bob")); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitText("hello bob")
+	if _, err := bob.c.Send(ctx, ba, client.Text("hello alice")); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitText("hello alice")
+
+	// Bob goes offline; a message waits for him at the relay across a
+	// restart of the server.
+	bob.c.Close()
+	id, err := alice.c.Send(ctx, ab, client.Text("while you were away"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice.waitStatus(ab, id, client.StatusSent)
+	alice.c.Close()
+	srv.stop()
+
+	srv = startSottod(t, nil, "--listen", addr, "--data", data)
+	if srv.trust != roots[0] {
+		t.Fatal("the trust root changed across a restart")
+	}
+	bob = newUser(t, srv.url, srv.url, roots, bobStore, false)
+	bob.waitText("while you were away")
+	srv.stop()
+}
+
+func TestProcessSplitDeployment(t *testing.T) {
+	ksAddr, relayAddr := freeAddr(t), freeAddr(t)
+	internal := "SOTTO_INTERNAL_KEY=" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32)))
+	ks := startSottod(t, []string{internal}, "keyserver", "--listen", ksAddr, "--data", t.TempDir(), "--relay-url", "http://"+relayAddr)
+	relay := startSottod(t, []string{internal}, "relay", "--listen", relayAddr, "--data", t.TempDir(), "--keyserver-url", ks.url)
+
+	roots := []crypto.TrustRoot{ks.trust}
+	alice := newUser(t, ks.url, relay.url, roots, memstore.New(), true)
+	bob := newUser(t, ks.url, relay.url, roots, memstore.New(), true)
+	ab, ba := befriend(t, alice, bob)
+	ctx := context.Background()
+	if _, err := alice.c.Send(ctx, ab, client.Text("split hello")); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitText("split hello")
+	if _, err := bob.c.Send(ctx, ba, client.Text("split reply")); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitText("split reply")
+	alice.c.Close()
+	bob.c.Close()
+	relay.stop()
+	ks.stop()
+}
+
+func TestProcessBackupWhileMessagesFlow(t *testing.T) {
+	data := t.TempDir()
+	srv := startSottod(t, nil, "--listen", freeAddr(t), "--data", data)
+	roots := []crypto.TrustRoot{srv.trust}
+	bobStore := memstore.New()
+	alice := newUser(t, srv.url, srv.url, roots, memstore.New(), true)
+	bob := newUser(t, srv.url, srv.url, roots, bobStore, true)
+	ab, _ := befriend(t, alice, bob)
+	bob.c.Close() // everything waits at the relay
+
+	ctx := context.Background()
+	type sent struct {
+		id   client.MessageID
+		text string
+	}
+	var mu sync.Mutex
+	var accepted []sent // accepted before the backup began
+	backupStarted := make(chan struct{})
+	stopSending := make(chan struct{})
+	senderDone := make(chan struct{})
+	go func() {
+		defer close(senderDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stopSending:
+				return
+			default:
+			}
+			text := fmt.Sprintf("flowing %d", i)
+			id, err := alice.c.Send(ctx, ab, client.Text(text))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			alice.waitStatus(ab, id, client.StatusSent)
+			select {
+			case <-backupStarted:
+			default:
+				mu.Lock()
+				accepted = append(accepted, sent{id, text})
+				mu.Unlock()
+			}
+		}
+	}()
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		n := len(accepted)
+		mu.Unlock()
+		if n >= 20 || time.Since(start) > 20*time.Second {
+			break
+		}
+	}
+	mu.Lock()
+	close(backupStarted)
+	before := append([]sent(nil), accepted...)
+	mu.Unlock()
+	if len(before) == 0 {
+		t.Fatal("no message was accepted before the backup")
+	}
+	out := filepath.Join(t.TempDir(), "backup")
+	var stdout, stderr strings.Builder
+	if code := run(ctx, []string{"backup", "--data", data, out}, func(string) string { return "" }, &stdout, &stderr); code != exitOK {
+		t.Fatalf("backup exit %d: %s", code, stderr.String())
+	}
+	close(stopSending)
+	<-senderDone
+	alice.c.Close()
+	srv.stop()
+
+	restored := filepath.Join(t.TempDir(), "restored")
+	if code := run(ctx, []string{"restore", out, restored}, func(string) string { return "" }, &stdout, &stderr); code != exitOK {
+		t.Fatalf("restore exit %d: %s", code, stderr.String())
+	}
+	srv2 := startSottod(t, nil, "--listen", freeAddr(t), "--data", restored)
+	if srv2.trust != srv.trust {
+		t.Fatal("restored server has another trust root")
+	}
+	bob = newUser(t, srv2.url, srv2.url, roots, bobStore, false)
+	for _, m := range before {
+		bob.waitText(m.text)
+	}
+	srv2.stop()
+}
