@@ -107,7 +107,8 @@ func (m meta) header() []byte {
 }
 
 func parseHeader(h []byte) (meta, error) {
-	if len(h) != headerLen || string(h[:4]) != magic || h[4] != headerVersion {
+	if len(h) != headerLen || string(h[:4]) != magic || h[4] != headerVersion ||
+		!allZero(h[5:8]) || !allZero(h[44:]) {
 		return meta{}, errors.New("blobstore: bad blob header")
 	}
 	var m meta
@@ -118,6 +119,15 @@ func parseHeader(h []byte) (meta, error) {
 		return meta{}, errors.New("blobstore: bad blob size")
 	}
 	return m, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Open opens (creating if needed) the blob store in dir, indexing the blobs
