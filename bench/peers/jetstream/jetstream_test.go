@@ -12,6 +12,8 @@ import (
 var (
 	latencyFor = flag.Duration("js.latency", 5*time.Second, "how long the fixed-rate latency run publishes")
 	rate       = flag.Int("js.rate", 2000, "messages per second in the latency run")
+	msgs       = flag.Int("js.msgs", 0, "messages per throughput run in the default sync mode (0: b.N)")
+	msgsSync   = flag.Int("js.msgs-sync", 0, "messages per throughput run with SyncAlways (0: b.N)")
 )
 
 const (
@@ -20,11 +22,15 @@ const (
 	subConns = 4
 )
 
-func start(tb testing.TB, syncAlways, shared bool) *Env {
-	tb.Helper()
+func startEnv(dir string, syncAlways, shared bool) (*Env, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	e, err := Start(ctx, Config{Dir: tb.TempDir(), SyncAlways: syncAlways, Devices: devices, SubConns: subConns, Shared: shared})
+	return Start(ctx, Config{Dir: dir, SyncAlways: syncAlways, Devices: devices, SubConns: subConns, Shared: shared})
+}
+
+func start(tb testing.TB, syncAlways, shared bool) *Env {
+	tb.Helper()
+	e, err := startEnv(tb.TempDir(), syncAlways, shared)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -78,92 +84,119 @@ func TestDeliver(t *testing.T) {
 	}
 }
 
-// BenchmarkJetStream measures end-to-end throughput (publish with ack → consumer → ack; b.N
+// BenchmarkJetStream measures end-to-end throughput (publish with ack → consumer → ack,
 // messages spread round-robin over 1,000 device subjects; reported as msgs/s) and the
-// publish-to-delivery latency at a fixed rate (p50/p99 in µs).
+// publish-to-delivery latency at a fixed rate (p50/p99 in µs). The throughput run sends b.N
+// messages, or -js.msgs (-js.msgs-sync with SyncAlways) when set; both runs of a mode share one
+// server, so its 1,000 consumers are set up once.
 func BenchmarkJetStream(b *testing.B) {
 	for _, m := range modes {
+		var e *Env
+		env := func(b *testing.B) *Env {
+			if e == nil {
+				var err error
+				if e, err = startEnv(b.TempDir(), m.syncAlways, m.shared); err != nil {
+					b.Fatal(err)
+				}
+			}
+			return e
+		}
 		b.Run("throughput/"+m.name, func(b *testing.B) {
-			e := start(b, m.syncAlways, m.shared)
+			n := b.N
+			if *msgs > 0 && !m.syncAlways {
+				n = *msgs
+			}
+			if *msgsSync > 0 && m.syncAlways {
+				n = *msgsSync
+			}
+			throughput(b, env(b), n)
+		})
+		b.Run("latency/"+m.name, func(b *testing.B) { latency(b, env(b)) })
+		if e != nil {
+			e.Close()
+		}
+	}
+}
+
+func throughput(b *testing.B, e *Env, n int) {
+	p := make([]byte, msgSize)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	base := e.Acked()
+	b.ResetTimer()
+	t0 := time.Now()
+	for i := range n {
+		if err := e.Publish(i, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := e.WaitPublished(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := e.WaitAcked(ctx, base+int64(n)); err != nil {
+		b.Fatal(err)
+	}
+	el := time.Since(t0)
+	b.StopTimer()
+	b.ReportMetric(float64(n)/el.Seconds(), "msgs/s")
+}
+
+func latency(b *testing.B, e *Env) {
+	total := int(latencyFor.Seconds() * float64(*rate))
+	lat := make([]time.Duration, 0, total)
+	var mu sync.Mutex
+	e.SetHandler(func(p []byte) {
+		d := Since(p)
+		mu.Lock()
+		lat = append(lat, d)
+		mu.Unlock()
+	})
+	defer e.SetHandler(nil)
+	interval := time.Second / time.Duration(*rate)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	// Warm up: one message per device, so every consumer has pulled before timing.
+	warm := make([]byte, msgSize)
+	base := e.Acked()
+	for i := range devices {
+		Stamp(warm, time.Now())
+		if err := e.Publish(i, warm); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := e.WaitAcked(ctx, base+devices); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		mu.Lock()
+		lat = lat[:0]
+		mu.Unlock()
+		base := e.Acked()
+		t0 := time.Now()
+		for i := range total {
+			if d := time.Until(t0.Add(time.Duration(i) * interval)); d > 0 {
+				time.Sleep(d)
+			}
 			p := make([]byte, msgSize)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			b.ResetTimer()
-			t0 := time.Now()
-			for i := range b.N {
-				if err := e.Publish(i, p); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := e.WaitPublished(ctx); err != nil {
+			Stamp(p, time.Now())
+			if err := e.Publish(i, p); err != nil {
 				b.Fatal(err)
 			}
-			if err := e.WaitAcked(ctx, int64(b.N)); err != nil {
-				b.Fatal(err)
-			}
-			el := time.Since(t0)
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/el.Seconds(), "msgs/s")
-		})
+		}
+		sent := time.Since(t0)
+		if err := e.WaitPublished(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if err := e.WaitAcked(ctx, base+int64(total)); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(total)/sent.Seconds(), "sent/s")
 	}
-	for _, m := range modes {
-		b.Run("latency/"+m.name, func(b *testing.B) {
-			e := start(b, m.syncAlways, m.shared)
-			total := int(latencyFor.Seconds() * float64(*rate))
-			lat := make([]time.Duration, 0, total)
-			var mu sync.Mutex
-			e.SetHandler(func(p []byte) {
-				d := Since(p)
-				mu.Lock()
-				lat = append(lat, d)
-				mu.Unlock()
-			})
-			interval := time.Second / time.Duration(*rate)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			// Warm up: one message per device, so every consumer has pulled before timing.
-			warm := make([]byte, msgSize)
-			for i := range devices {
-				Stamp(warm, time.Now())
-				if err := e.Publish(i, warm); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := e.WaitAcked(ctx, devices); err != nil {
-				b.Fatal(err)
-			}
-			b.ResetTimer()
-			for range b.N {
-				mu.Lock()
-				lat = lat[:0]
-				mu.Unlock()
-				base := e.Acked()
-				t0 := time.Now()
-				for i := range total {
-					if d := time.Until(t0.Add(time.Duration(i) * interval)); d > 0 {
-						time.Sleep(d)
-					}
-					p := make([]byte, msgSize)
-					Stamp(p, time.Now())
-					if err := e.Publish(i, p); err != nil {
-						b.Fatal(err)
-					}
-				}
-				sent := time.Since(t0)
-				if err := e.WaitPublished(ctx); err != nil {
-					b.Fatal(err)
-				}
-				if err := e.WaitAcked(ctx, base+int64(total)); err != nil {
-					b.Fatal(err)
-				}
-				b.ReportMetric(float64(total)/sent.Seconds(), "sent/s")
-			}
-			b.StopTimer()
-			mu.Lock()
-			SortDurations(lat)
-			b.ReportMetric(float64(Percentile(lat, 0.50).Nanoseconds())/1e3, "p50-µs")
-			b.ReportMetric(float64(Percentile(lat, 0.99).Nanoseconds())/1e3, "p99-µs")
-			mu.Unlock()
-		})
-	}
+	b.StopTimer()
+	mu.Lock()
+	SortDurations(lat)
+	b.ReportMetric(float64(Percentile(lat, 0.50).Nanoseconds())/1e3, "p50-µs")
+	b.ReportMetric(float64(Percentile(lat, 0.99).Nanoseconds())/1e3, "p99-µs")
+	mu.Unlock()
 }

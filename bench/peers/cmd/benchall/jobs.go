@@ -48,15 +48,15 @@ type job struct {
 // allJobs lists every job in the order a round runs them: each group of Sotto's figures next to
 // the references and floors they are compared with.
 func allJobs(o *options) []*job {
-	crypto := func(id, system, module, pkg, bench string, count int) *job {
+	crypto := func(id, system, module, pkg, bench, benchtime string, count int) *job {
 		return &job{id: id, system: system, kind: "gotest", module: module, pkg: pkg, bench: bench,
-			benchtime: "300ms", quickBenchtime: "40ms", count: count, quickCount: 1, timeout: 6 * time.Minute}
+			benchtime: benchtime, quickBenchtime: "40ms", count: count, quickCount: 1, timeout: 6 * time.Minute}
 	}
 	return []*job{
-		crypto("sotto/crypto", "sotto", "main", "./crypto", ".", 2),
-		crypto("peers/libsignalgo", "libsignal-go", "peers", "./libsignalgo", ".", 2),
+		crypto("sotto/crypto", "sotto", "main", "./crypto", ".", "200ms", 3),
+		crypto("peers/libsignalgo", "libsignal-go", "peers", "./libsignalgo", ".", "200ms", 3),
 		{id: "libsignal/node", system: "libsignal", kind: "node", timeout: 6 * time.Minute},
-		crypto("peers/floor", "floor", "peers", "./floor", "^BenchmarkFloor$", 1),
+		crypto("peers/floor", "floor", "peers", "./floor", "^BenchmarkFloor$", "150ms", 2),
 		{id: "sotto/relay-load", system: "sotto", kind: "cmd", cmdPkg: "./cmd/sotto-load",
 			cmdRuns: relayLoadRuns, timeout: 6 * time.Minute},
 		{id: "sotto/relay-store", system: "sotto", kind: "gotest", module: "main", pkg: "./relay/store/pebblestore",
@@ -276,23 +276,13 @@ func (j *job) goTestArgs(o *options) []string {
 func (j *job) runGoTest(ctx context.Context, o *options, res *results) error {
 	args := j.goTestArgs(o)
 	if j.id == "peers/jetstream" {
-		// Throughput runs publish a fixed number of messages (SyncAlways is an order of magnitude
-		// slower, so fewer); the latency runs publish at 2,000 msgs/s for a fixed time.
-		n, ns, lat := "30000x", "4000x", "-js.latency=3s"
+		// One process, one server per mode: throughput with a fixed number of messages
+		// (SyncAlways is an order of magnitude slower, so fewer), then latency at 2,000 msgs/s.
+		flags := []string{"-js.msgs=30000", "-js.msgs-sync=4000", "-js.latency=3s"}
 		if o.quick {
-			n, ns, lat = "5000x", "1000x", "-js.latency=1s"
+			flags = []string{"-js.msgs=5000", "-js.msgs-sync=1000", "-js.latency=1s"}
 		}
-		args = append(args, lat)
-		for _, run := range [][2]string{
-			{"^BenchmarkJetStream$/^throughput$/^default", n},
-			{"^BenchmarkJetStream$/^throughput$/^syncalways", ns},
-			{"^BenchmarkJetStream$/^latency$", "1x"},
-		} {
-			if err := j.exec(ctx, res, append(args, "-test.bench", run[0], "-test.benchtime", run[1])); err != nil {
-				return err
-			}
-		}
-		return nil
+		return j.exec(ctx, res, append(append(args, flags...), "-test.bench", "^BenchmarkJetStream$", "-test.benchtime", "1x"))
 	}
 	if j.id == "peers/wsfloor" {
 		n, lat := "40000x", "-ws.latency=3s"
