@@ -339,7 +339,7 @@ func profiles(ctx context.Context, o *options, jobs []*job, rep *report) string 
 				fmt.Fprintf(&b, "benchmark failed: %v\n```\n", err)
 				continue
 			}
-			for _, mode := range [][]string{{"-top", "-nodecount=15"}, {"-top", "-cum", "-nodecount=25"}} {
+			for _, mode := range [][]string{{"-top", "-nodecount=12"}, {"-top", "-cum", "-nodecount=20"}} {
 				pc := exec.CommandContext(ctx, "go", append(append([]string{"tool", "pprof"}, mode...), j.bin, prof)...)
 				pc.Dir = j.dir
 				po, _ := pc.CombinedOutput()
@@ -398,7 +398,7 @@ func profileCmd(ctx context.Context, o *options, j *job, mode, workload string) 
 		fmt.Fprintf(&b, "load run failed: %v\n```\n", err)
 		return b.String()
 	}
-	for _, m := range [][]string{{"-top", "-nodecount=15"}, {"-top", "-cum", "-nodecount=25"}} {
+	for _, m := range [][]string{{"-top", "-nodecount=12"}, {"-top", "-cum", "-nodecount=20"}} {
 		pc := exec.CommandContext(ctx, "go", append(append([]string{"tool", "pprof"}, m...), j.bin, prof)...)
 		po, _ := pc.CombinedOutput()
 		b.WriteString(trimPprof(string(po)))
