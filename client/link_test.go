@@ -1,0 +1,97 @@
+package client_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/sotto-im/sotto/client"
+	"github.com/sotto-im/sotto/client/store/memstore"
+)
+
+func TestLinkedDeviceSeesEveryMessage(t *testing.T) {
+	env := startEnv(t)
+	alice, bob := newParty(t, env), newParty(t, env)
+	ab, ba := befriend(t, alice, bob)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	codes := make(chan string, 1)
+	linked := make(chan *client.Client, 1)
+	errc := make(chan error, 1)
+	go func() {
+		c, err := client.Link(ctx, options(env, memstore.New()), func(code client.LinkCode) {
+			if _, err := client.ParseLinkCode(code.String()); err != nil {
+				t.Error(err)
+			}
+			codes <- code.String()
+		})
+		if err != nil {
+			errc <- err
+			return
+		}
+		linked <- c
+	}()
+	dev, err := alice.c.LinkDevice(ctx, <-codes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var alice2 *party
+	select {
+	case c := <-linked:
+		alice2 = &party{t: t, c: c, ev: make(chan client.Event, 1<<12)}
+		go func() {
+			for ev := range c.Events() {
+				alice2.ev <- ev
+			}
+			close(alice2.ev)
+		}()
+		t.Cleanup(func() { c.Close() })
+	case err := <-errc:
+		t.Fatal(err)
+	}
+	if alice2.c.Account() != alice.c.Account() || alice2.c.Device() != dev {
+		t.Fatalf("linked device is %v, want %v.%d", alice2.c.Address(), alice.c.Account(), dev)
+	}
+	devs, err := alice.c.Devices(ctx)
+	if err != nil || len(devs) != 2 {
+		t.Fatalf("devices: %v, %v", devs, err)
+	}
+
+	// Bob's message reaches both of Alice's devices (his client learns of
+	// the new device from the relay's 409 and retries).
+	if _, err := bob.c.Send(ctx, ba, client.Text("to both")); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitMessage("to both")
+	alice2.waitMessage("to both")
+	bob.waitFor("new device warning", func(ev client.Event) bool {
+		s, ok := ev.(client.SafetyNumberEvent)
+		return ok && s.Contact == alice.c.Account() && len(s.Added) == 1 && s.Added[0] == dev
+	})
+
+	// What Alice sends from one device appears on the other.
+	if _, err := alice.c.Send(ctx, ab, client.Text("from the first device")); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitMessage("from the first device")
+	if m := alice2.waitMessage("from the first device"); !m.Outgoing {
+		t.Fatal("transcript not marked outgoing")
+	}
+	if _, err := alice2.c.Send(ctx, ab, client.Text("from the linked device")); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitMessage("from the linked device")
+	if m := alice.waitMessage("from the linked device"); !m.Outgoing {
+		t.Fatal("transcript not marked outgoing")
+	}
+
+	// Removing the device: Bob's next message goes to the first device only.
+	if err := alice.c.RemoveDevice(ctx, dev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.c.Send(ctx, ba, client.Text("after removal")); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitMessage("after removal")
+}
