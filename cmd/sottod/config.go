@@ -145,7 +145,7 @@ func parseConfig(mode string, args []string, getenv func(string) string, stderr 
 	}
 	var queueMessages int64
 	for _, err := range []error{
-		boolean(&c.AllowPlainHTTP, "allow-plain-http", false, "serve plain HTTP even with TLS configured elsewhere (behind a TLS-terminating proxy)"),
+		boolean(&c.AllowPlainHTTP, "allow-plain-http", false, "serve plain HTTP on a non-loopback address (TLS is terminated by a proxy in front)"),
 		boolean(&c.LogClientIPs, "log-client-ips", false, "include client IP addresses in logs"),
 		duration(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take"),
 		duration(&c.Retention, "retention", 30*24*time.Hour, "default retention of undelivered messages and blobs"),
@@ -195,6 +195,9 @@ func (c *config) validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return usagef("--tls-cert and --tls-key must be given together")
 	}
+	if c.TLSCert == "" && !c.AllowPlainHTTP && !isLoopback(c.Listen) {
+		return usagef("refusing plain HTTP on %s, which is not a loopback address: give --tls-cert and --tls-key, or --allow-plain-http when a TLS proxy is in front", c.Listen)
+	}
 	for _, f := range []string{c.TLSCert, c.TLSKey} {
 		if f == "" {
 			continue
@@ -241,6 +244,20 @@ func (c *config) validate() error {
 		c.PublicURL = scheme + "://" + c.Listen
 	}
 	return nil
+}
+
+// isLoopback reports whether a listen address binds only the loopback
+// interface.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // checkWritableDir creates dir if needed and proves it is writable.

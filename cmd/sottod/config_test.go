@@ -32,6 +32,7 @@ func TestBadConfigurationExitsTwo(t *testing.T) {
 		{"extra argument", []string{"serve"}, nil, "unexpected argument"},
 		{"relay without key server", []string{"relay"}, nil, "--keyserver-url"},
 		{"keyserver without relay", []string{"keyserver"}, nil, "--relay-url"},
+		{"plain HTTP on a public address", []string{"--listen", ":7340"}, nil, "refusing plain HTTP"},
 		{"bad trusted proxy", []string{"--trusted-proxies", "10.0.0.0/99"}, nil, "CIDR"},
 	}
 	if os.Geteuid() != 0 { // root writes anywhere
