@@ -30,7 +30,6 @@ type config struct {
 	TrustedProxies  []netip.Prefix
 	LogFormat       string
 	LogLevel        string
-	LogClientIPs    bool
 	ShutdownTimeout time.Duration
 
 	KeyServerURL string // relay mode: where JWKS and device lists come from
@@ -146,7 +145,6 @@ func parseConfig(mode string, args []string, getenv func(string) string, stderr 
 	var queueMessages int64
 	for _, err := range []error{
 		boolean(&c.AllowPlainHTTP, "allow-plain-http", false, "serve plain HTTP on a non-loopback address (TLS is terminated by a proxy in front)"),
-		boolean(&c.LogClientIPs, "log-client-ips", false, "include client IP addresses in logs"),
 		duration(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take"),
 		duration(&c.Retention, "retention", 30*24*time.Hour, "default retention of undelivered messages and blobs"),
 		integer(&c.MaxBlobSize, "max-blob-size", 100<<20, "largest attachment blob in bytes"),
