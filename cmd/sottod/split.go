@@ -238,4 +238,3 @@ func trustProxies(trusted []netip.Prefix, next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
-
