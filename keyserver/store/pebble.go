@@ -703,10 +703,16 @@ func (s *DB) pickLocked(st *stripe, id crypto.AccountID, devices []crypto.Device
 			continue
 		}
 		bd := Bundle{Device: d, SignedPreKey: k.signed, LastResort: k.lastResort}
+		// One iterator per device, re-bounded for each kind: creating an
+		// iterator costs more than moving one.
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: devicePrefix(addr), UpperBound: prefixEnd(devicePrefix(addr))})
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("store: claim: %w", err)
+		}
 		for _, kind := range []byte{kindOneTimeEC, kindOneTimeKEM} {
-			key, val, err := s.firstFree(st, deviceKey(addr, kind))
-			if err != nil {
-				return nil, nil, nil, err
+			key, val := s.firstFree(st, it, deviceKey(addr, kind))
+			if key == nil {
+				continue
 			}
 			if key == nil {
 				continue
@@ -719,6 +725,14 @@ func (s *DB) pickLocked(st *stripe, id crypto.AccountID, devices []crypto.Device
 				bd.OneTimeKEM = val
 			}
 		}
+		if err := it.Close(); err != nil {
+			// Roll back this call's picks: nothing was handed out.
+			for _, k := range claimed {
+				delete(st.inflight, string(k))
+			}
+			st.dropCursors(accountPrefix(id))
+			return nil, nil, nil, fmt.Errorf("store: claim: %w", err)
+		}
 		bundles = append(bundles, bd)
 	}
 	return a, bundles, claimed, nil
@@ -726,16 +740,14 @@ func (s *DB) pickLocked(st *stripe, id crypto.AccountID, devices []crypto.Device
 
 // firstFree returns the first key under prefix that is not in flight, with
 // a copy of its value, or nil when there is none, and advances the
-// prefix's cursor to it. The caller holds st.mu.
-func (s *DB) firstFree(st *stripe, prefix []byte) (key, val []byte, err error) {
+// prefix's cursor to it. it must be bounded within the device's prefix;
+// its error is checked when the caller closes it. The caller holds st.mu.
+func (s *DB) firstFree(st *stripe, it *pebble.Iterator, prefix []byte) (key, val []byte) {
 	lower := prefix
 	if c, ok := st.cursor[string(prefix)]; ok {
 		lower = append(bytes.Clone(c), 0) // the smallest key after c
 	}
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
-	if err != nil {
-		return nil, nil, fmt.Errorf("store: claim: %w", err)
-	}
+	it.SetBounds(lower, prefixEnd(prefix))
 	for ok := it.First(); ok; ok = it.Next() {
 		if _, busy := st.inflight[string(it.Key())]; busy {
 			continue
@@ -743,13 +755,10 @@ func (s *DB) firstFree(st *stripe, prefix []byte) (key, val []byte, err error) {
 		key, val = bytes.Clone(it.Key()), bytes.Clone(it.Value())
 		break
 	}
-	if err := it.Close(); err != nil {
-		return nil, nil, fmt.Errorf("store: claim: %w", err)
-	}
 	if key != nil {
 		st.setCursor(prefix, key)
 	}
-	return key, val, nil
+	return key, val
 }
 
 // accountHandle reads the account's handle record.
