@@ -24,3 +24,5 @@ func (c *Client) ReceiverForTest(g GroupID, sender crypto.Address) (*crypto.Grou
 	}
 	return crypto.ParseGroupReceiver(b)
 }
+
+func init() { testOnlyExportWorkFactor = 10 }
