@@ -8,6 +8,7 @@
 //	sotto-load -mode throughput -devices 1000
 //	sotto-load -mode latency -rate 2000
 //	sotto-load -mode idle -conns 10000
+//	sotto-load -mode slow -devices 1000 -backlog 200
 //
 // Each result is printed as one JSON line. -serve runs only the relay (for
 // profiling, or to drive it from another process with -url and the same
@@ -40,7 +41,7 @@ import (
 func main() {
 	log.SetFlags(0)
 	log.SetPrefix("sotto-load: ")
-	mode := flag.String("mode", "throughput", "throughput, latency or idle")
+	mode := flag.String("mode", "throughput", "throughput, latency, idle or slow (devices that never read)")
 	serve := flag.Bool("serve", false, "run only the relay (prints its URL on the first line)")
 	url := flag.String("url", "", "drive a relay already started with -serve (and the same -seed and -accounts) instead of starting one")
 	addr := flag.String("addr", "127.0.0.1:0", "listen address with -serve")
@@ -55,6 +56,7 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "measured interval")
 	warmup := flag.Duration("warmup", 2*time.Second, "unmeasured interval before it")
 	conns := flag.Int("conns", 10000, "idle connections in idle mode")
+	backlog := flag.Int("backlog", 200, "slow mode: messages queued per device")
 	hold := flag.Duration("hold", 0, "idle mode: keep the connections this long after measuring")
 	memProfileRate := flag.Int("memprofilerate", 0, "with -serve: runtime.MemProfileRate (1 records every allocation)")
 	cpuprofile := flag.String("cpuprofile", "", "write the relay's CPU profile to this file")
@@ -62,8 +64,11 @@ func main() {
 	raiseFileLimit()
 
 	need := *devices + *senders
-	if *mode == "idle" {
+	switch *mode {
+	case "idle":
 		need = *conns
+	case "slow":
+		need = *devices + 1
 	}
 	if *accounts == 0 {
 		*accounts = need
@@ -100,6 +105,8 @@ func main() {
 		out, err = loadtest.Run(ctx, o)
 	case "idle":
 		out, err = loadtest.Idle(ctx, base, f, *conns, *hold)
+	case "slow":
+		out, err = loadtest.Slow(ctx, base, f, *devices, *backlog, *payload)
 	default:
 		log.Fatalf("unknown -mode %q", *mode)
 	}
