@@ -38,9 +38,11 @@ type reportRow struct {
 
 type targetStatus struct {
 	target
-	status string
-	got    []string
-	failed []check
+	status       string
+	got          []string
+	failed       []check
+	scaled       []string // limits scaled by this machine's slowdown
+	scaledStatus string
 }
 
 type report struct {
@@ -52,6 +54,7 @@ type report struct {
 	lines   []line
 	elapsed time.Duration
 	byName  map[string]*reportRow
+	slow    slowdown
 }
 
 // ptr rounds to 4 significant digits (the runs do not agree to more) and maps NaN/Inf to null.
@@ -120,11 +123,26 @@ func buildReport(o *options, jobs []*job, res *results, elapsed time.Duration) *
 		}
 		rep.lines = append(rep.lines, l)
 	}
+	rep.slow = measureSlowdown(res)
 	for _, t := range targets() {
 		ts := targetStatus{target: t}
-		measured, met := 0, 0
+		measured, met, scaledN, scaledMet := 0, 0, 0, 0
 		for _, ch := range t.checks {
 			rr := rep.byName[ch.workload]
+			lim := ch.scaled(rep.slow)
+			unit := ""
+			if rr != nil {
+				unit = " " + rr.unit
+			}
+			if math.IsNaN(lim) {
+				ts.scaled = append(ts.scaled, "—")
+			} else {
+				op := "≥"
+				if ch.atMost {
+					op = "≤"
+				}
+				ts.scaled = append(ts.scaled, op+" "+fmtNum(lim)+unit)
+			}
 			if rr == nil || !rr.cells[0].ok {
 				ts.got = append(ts.got, "—")
 				continue
@@ -137,6 +155,22 @@ func buildReport(o *options, jobs []*job, res *results, elapsed time.Duration) *
 			} else {
 				ts.failed = append(ts.failed, ch)
 			}
+			if !math.IsNaN(lim) {
+				scaledN++
+				if (ch.atMost && v <= lim) || (!ch.atMost && v >= lim) {
+					scaledMet++
+				}
+			}
+		}
+		switch {
+		case scaledN == 0:
+			ts.scaledStatus = "—"
+		case scaledMet < scaledN:
+			ts.scaledStatus = "not met"
+		case scaledN < len(t.checks):
+			ts.scaledStatus = "met where scaled"
+		default:
+			ts.scaledStatus = "met"
 		}
 		switch {
 		case measured == 0:
@@ -254,13 +288,15 @@ func (rep *report) markdown() string {
 		}
 	}
 
-	b.WriteString("\n## DESIGN.md performance targets\n\n| DESIGN.md row | target | Sotto (median) | status |\n|---|---|---|---|\n")
+	b.WriteString("\n## DESIGN.md performance targets\n\n")
+	fmt.Fprintf(&b, "Status is judged on the absolute figures above. This sitting's machine against the anchors' (the figures the targets were set beside): %s. The last two columns scale each target by that factor (costs × factor, rates ÷ factor; latency, memory and bytes are not scaled) to tell a slow machine from slow code.\n\n", rep.slow)
+	b.WriteString("| DESIGN.md row | target | Sotto (median) | status | target scaled to this machine | scaled status |\n|---|---|---|---|---|---|\n")
 	for _, t := range rep.targets {
 		status := t.status
 		if t.note != "" {
 			status += "; " + t.note
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.design, t.want, strings.Join(t.got, " / "), status)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", t.design, t.want, strings.Join(t.got, " / "), status, strings.Join(t.scaled, " / "), t.scaledStatus)
 	}
 
 	b.WriteString("\n## Floors (primitives, Go, one goroutine)\n\n| primitive | median | unit | runs | spread |\n|---|---:|---|---:|---:|\n")

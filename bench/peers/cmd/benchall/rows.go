@@ -28,6 +28,7 @@ type check struct {
 	workload string // a row's workload
 	atMost   bool   // value <= limit (else >=)
 	limit    float64
+	scale    string // which slowdown scales the limit on this machine: cpu, transport, disk or ""
 }
 
 const (
@@ -226,34 +227,34 @@ func floorRows() []row {
 func targets() []target {
 	return []target{
 		{design: "ratchet encrypt / decrypt, 64 B, state in memory", want: "≤ 5 µs / ≤ 6 µs", checks: []check{
-			{"ratchet encrypt 64B, state in memory", true, 5}, {"ratchet decrypt 64B, state in memory", true, 6}}},
+			{"ratchet encrypt 64B, state in memory", true, 5, "cpu"}, {"ratchet decrypt 64B, state in memory", true, 6, "cpu"}}},
 		{design: "same, state serialized after each message", want: "≤ 10 µs / ≤ 12 µs", checks: []check{
-			{"ratchet encrypt 64B, state serialized each message", true, 10}, {"ratchet decrypt 64B, state serialized each message", true, 12}}},
+			{"ratchet encrypt 64B, state serialized each message", true, 10, "cpu"}, {"ratchet decrypt 64B, state serialized each message", true, 12, "cpu"}}},
 		{design: "ping-pong round trip (two DH ratchet steps)", want: "≤ 400 µs", checks: []check{
-			{"ping-pong round trip (A→B, B→A)", true, 400}}},
+			{"ping-pong round trip (A→B, B→A)", true, 400, "cpu"}}},
 		{design: "PQXDH session setup, both sides", want: "≤ 1.0 ms", checks: []check{
-			{"PQXDH session setup, both sides", true, 1.0}}},
+			{"PQXDH session setup, both sides", true, 1.0, "cpu"}}},
 		{design: "sealed sender seal + open, 256 B", want: "≤ 350 µs", checks: []check{
-			{"sealed sender seal + open, 256 B", true, 350}}},
+			{"sealed sender seal + open, 256 B", true, 350, "cpu"}}},
 		{design: "group message encrypt / decrypt, 1 KiB", want: "≤ 35 µs / ≤ 75 µs", checks: []check{
-			{"group encrypt 1 KiB", true, 35}, {"group decrypt 1 KiB", true, 75}}},
+			{"group encrypt 1 KiB", true, 35, "cpu"}, {"group decrypt 1 KiB", true, 75, "cpu"}}},
 		{design: "attachment encrypt + decrypt, streaming", want: "≥ 300 MB/s", checks: []check{
-			{"attachment encrypt + decrypt, 1 MiB streaming", false, 300}}},
+			{"attachment encrypt + decrypt, 1 MiB streaming", false, 300, "cpu"}}},
 		{design: "wire overhead of a steady-state message (64 B plaintext, before sealing)", want: "≤ 100 B", checks: []check{
-			{"wire overhead, steady-state message (64 B)", true, 100}}},
+			{"wire overhead, steady-state message (64 B)", true, 100, ""}}},
 		{design: "relay: durable store-and-forward, 256 B, 1,000 online devices", want: "≥ 30,000 msgs/s end to end", checks: []check{
-			{"relay durable store-and-forward, 256 B, 1,000 devices", false, 30000}}},
+			{"relay durable store-and-forward, 256 B, 1,000 devices", false, 30000, "transport"}}},
 		{design: "relay: latency at 2,000 msgs/s, durable", want: "p50 ≤ 600 µs, p99 ≤ 2 ms", checks: []check{
-			{"relay latency p50 at 2,000 msgs/s, durable", true, 600}, {"relay latency p99 at 2,000 msgs/s, durable", true, 2000}}},
+			{"relay latency p50 at 2,000 msgs/s, durable", true, 600, ""}, {"relay latency p99 at 2,000 msgs/s, durable", true, 2000, ""}}},
 		{design: "relay: memory per idle WebSocket connection", want: "≤ 16 KiB; 100,000 connections held on one machine", checks: []check{
-			{"relay memory per idle WebSocket connection", true, 16}},
+			{"relay memory per idle WebSocket connection", true, 16, ""}},
 			note: "the 100,000-connection hold is not part of this run"},
 		{design: "key server: bundle fetches with one-time prekey claim, HTTP on loopback", want: "≥ 10,000 /s", checks: []check{
-			{"key server bundle fetch with one-time prekey claim", false, 10000}}},
+			{"key server bundle fetch with one-time prekey claim", false, 10000, "cpu"}}},
 		{design: "client to client through sottod (encrypt, persist, relay, decrypt, persist)", want: "≥ 5,000 msgs/s", checks: []check{
-			{"client to client through sottod", false, 5000}}},
+			{"client to client through sottod", false, 5000, "cpu"}}},
 		{design: "group message to 1,000 devices", want: "body stored once; accepted in ≤ 50 ms", checks: []check{
-			{"group message to 1,000 devices, accepted", true, 50}},
+			{"group message to 1,000 devices, accepted", true, 50, "disk"}},
 			note: "measured at the relay store (one body + 1,000 queue entries, synced), not over HTTP; \"body stored once\" is checked by the relay's tests"},
 	}
 }
