@@ -11,7 +11,7 @@ import (
 )
 
 // This file implements PQXDH (PROTOCOL.md §3) after Signal's PQXDH
-// specification (revision 3), with curve X25519, hash SHA-256 and
+// specification, with curve X25519, hash SHA-256 and
 // ML-KEM-768 as the post-quantum KEM. It reads top to bottom like the
 // specification: the initiator's computation, then the responder's.
 

@@ -8,7 +8,7 @@ import (
 )
 
 // This file implements the Double Ratchet of PROTOCOL.md §4, after
-// Signal's Double Ratchet specification (revision 4): a DH ratchet over
+// Signal's Double Ratchet specification: a DH ratchet over
 // X25519 and symmetric-key chains per direction. Unlike the specification's
 // single dictionary of skipped keys, skipped message keys are kept per
 // receiving chain, oldest chain first, which gives the eviction order and
