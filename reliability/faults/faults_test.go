@@ -1,0 +1,164 @@
+package faults
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/sotto-im/sotto/relay/server"
+	"github.com/sotto-im/sotto/relay/store"
+	"github.com/sotto-im/sotto/relay/store/pebblestore"
+	"github.com/sotto-im/sotto/relay/wire"
+)
+
+// TestRelayStorageFaults turns a storage fault on under a relay that four
+// senders keep busy, and checks, for each kind of fault:
+//
+//   - every refused send is a 503 with the JSON error code "unavailable";
+//   - a device still receives what is stored while the fault lasts;
+//   - the store stays failed after the fault clears (Pebble's WAL cannot be
+//     trusted after a failed write or sync) until the relay is restarted;
+//   - after a restart on what reached the disk (unsynced data dropped, as a
+//     power cut would), every message answered 200 is delivered, and new
+//     sends succeed.
+func TestRelayStorageFaults(t *testing.T) {
+	eio := errorfs.ErrInjected
+	for _, tc := range []struct {
+		name  string
+		match func(errorfs.Op) bool
+		err   error
+	}{
+		{"wal write error", walWrite, eio},
+		{"wal sync error", walSync, eio},
+		{"full disk", anyWrite, enospc},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := vfs.NewCrashableMem()
+			f := &fault{match: tc.match, err: tc.err}
+			e := newRelayEnv(t, errorfs.Wrap(mem, f), "relay")
+			bob := store.QueueID{Account: e.account(1), Device: 1}
+			alice := e.token(store.QueueID{Account: e.account(1), Device: 1})
+
+			var mu sync.Mutex
+			var accepted [][16]byte
+			refused := 0
+			for range 10 {
+				id := newID()
+				if status, code, err := e.send(alice, bob, id, []byte("before")); err != nil || status != http.StatusOK {
+					t.Fatalf("healthy send: %d %s %v", status, code, err)
+				}
+				accepted = append(accepted, id)
+			}
+
+			// Senders race the fault.
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Go(func() {
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						id := newID()
+						status, code, err := e.send(alice, bob, id, []byte("during"))
+						mu.Lock()
+						switch {
+						case err != nil:
+							t.Errorf("send: %v", err)
+						case status == http.StatusOK:
+							accepted = append(accepted, id)
+						case status == http.StatusServiceUnavailable && code == server.CodeUnavailable:
+							refused++
+						default:
+							t.Errorf("send during a fault: %d %q, want 200 or 503 unavailable", status, code)
+						}
+						mu.Unlock()
+					}
+				})
+			}
+			time.Sleep(100 * time.Millisecond)
+			f.on.Store(true)
+			time.Sleep(200 * time.Millisecond)
+			close(stop)
+			wg.Wait()
+			if refused == 0 {
+				t.Fatal("no send was refused while the disk failed")
+			}
+			t.Logf("%s: %d accepted, %d refused with 503", tc.name, len(accepted), refused)
+
+			// The fault lasts: sends refused, store reports its failure,
+			// stored messages are still delivered.
+			if status, code, _ := e.send(alice, bob, newID(), []byte("x")); status != http.StatusServiceUnavailable || code != server.CodeUnavailable {
+				t.Fatalf("send while failed: %d %q", status, code)
+			}
+			if err := e.db.Failed(); !errors.Is(err, pebblestore.ErrFailed) {
+				t.Fatalf("Failed() = %v", err)
+			}
+			if tc.err == enospc && !errors.Is(e.db.Failed(), syscall.ENOSPC) {
+				t.Fatalf("the failure does not name the cause: %v", e.db.Failed())
+			}
+			r, err := e.dial(bob)
+			if err != nil {
+				t.Fatalf("a device cannot connect while the disk fails: %v", err)
+			}
+			// Without acknowledgements the relay sends at most its window
+			// (64) of messages.
+			got, closed := r.drain(t, false, 64)
+			if closed || len(got) < min(10, len(accepted)) {
+				t.Fatalf("delivery while failed: %d messages, closed %v", len(got), closed)
+			}
+			// An acknowledgement is a write: it cannot be applied now. The
+			// connection must not take the server down; the message is
+			// delivered again after the restart (clients drop duplicates).
+			ackCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			ackErr := r.c.Write(ackCtx, websocket.MessageBinary, (&wire.Ack{Cursor: r.lastCursor}).Marshal())
+			cancel()
+			_, ackClosed := r.drain(t, false, 1)
+			t.Logf("ack while failed: write err %v, connection closed afterwards: %v", ackErr, ackClosed)
+			r.c.CloseNow()
+
+			// The fault clears; the store stays failed until restarted.
+			f.on.Store(false)
+			if status, code, _ := e.send(alice, bob, newID(), []byte("x")); status != http.StatusServiceUnavailable || code != server.CodeUnavailable {
+				t.Fatalf("send after the fault cleared, before a restart: %d %q (the store was expected to stay failed)", status, code)
+			}
+
+			// Restart on what reached the disk.
+			e.fs = mem.CrashClone(vfs.CrashCloneCfg{})
+			e.restart()
+			if err := e.db.Failed(); err != nil {
+				t.Fatalf("reopened store failed: %v", err)
+			}
+			r, err = e.dial(bob)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, closed = r.drain(t, true, 0)
+			if closed {
+				t.Fatal("connection closed while draining after restart")
+			}
+			have := make(map[[16]byte]int, len(got))
+			for _, id := range got {
+				have[id]++
+			}
+			for i, id := range accepted {
+				if have[id] != 1 {
+					t.Fatalf("accepted message %d of %d delivered %d times after restart", i, len(accepted), have[id])
+				}
+			}
+			if status, code, err := e.send(alice, bob, newID(), []byte("after")); status != http.StatusOK {
+				t.Fatalf("send after restart: %d %q %v", status, code, err)
+			}
+		})
+	}
+}
