@@ -23,9 +23,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/coder/websocket"
 
 	"github.com/sotto-im/sotto/crypto"
 	"github.com/sotto-im/sotto/internal/token"
