@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -28,21 +29,35 @@ type MemStats struct {
 	HeapInuse  int64 `json:"heap_inuse"`  // Go heap spans in use
 	StackInuse int64 `json:"stack_inuse"` // goroutine stacks
 	Goroutines int   `json:"goroutines"`
+	// CPUSeconds is the process's user plus system CPU time so far.
+	CPUSeconds float64 `json:"cpu_seconds"`
+}
+
+// cpuSeconds returns this process's user plus system CPU time.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // MemHandler serves MemStats after a full garbage collection, so that
-// before-and-after readings compare live memory rather than garbage.
+// before-and-after readings compare live memory rather than garbage; with
+// ?gc=0 it skips the collection (for CPU readings during a run).
 func MemHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		// Several collections: each one may halve an idle goroutine's
-		// stack, as a long-running relay's regular collections do.
-		for range 4 {
-			runtime.GC()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("gc") != "0" {
+			// Several collections: each one may halve an idle goroutine's
+			// stack, as a long-running relay's regular collections do.
+			for range 4 {
+				runtime.GC()
+			}
+			debug.FreeOSMemory()
 		}
-		debug.FreeOSMemory()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		s := MemStats{HeapInuse: int64(ms.HeapInuse), StackInuse: int64(ms.StackInuse), Goroutines: runtime.NumGoroutine(), RSS: rss()}
+		s := MemStats{HeapInuse: int64(ms.HeapInuse), StackInuse: int64(ms.StackInuse), Goroutines: runtime.NumGoroutine(), RSS: rss(), CPUSeconds: cpuSeconds()}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(s)
 	})
@@ -76,8 +91,12 @@ type IdleResult struct {
 }
 
 func getMem(ctx context.Context, baseURL string) (MemStats, error) {
+	return getStats(ctx, baseURL+MemPath)
+}
+
+func getStats(ctx context.Context, url string) (MemStats, error) {
 	var s MemStats
-	req, err := http.NewRequestWithContext(ctx, "GET", baseURL+MemPath, nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
 	if err != nil {
 		return s, err
 	}

@@ -60,6 +60,13 @@ type Result struct {
 	// how long the relay took to store a message durably.
 	AcceptP50us float64 `json:"accept_p50_us"`
 	AcceptP99us float64 `json:"accept_p99_us"`
+	// RelayCPUusPerMsg and ClientCPUusPerMsg are the CPU time the relay
+	// process and this load generator spent per message received during
+	// the measured interval: what the machine's cores bound, independent
+	// of how busy the machine was with other work (0 when the relay does
+	// not serve MemPath).
+	RelayCPUusPerMsg  float64 `json:"relay_cpu_us_per_msg"`
+	ClientCPUusPerMsg float64 `json:"client_cpu_us_per_msg"`
 }
 
 // dial opens a device connection for account i.
@@ -262,11 +269,15 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		}
 	}
 	sleep(runCtx, o.Warmup)
+	relay0, relayErr := getStats(ctx, o.URL+MemPath+"?gc=0")
+	client0 := cpuSeconds()
 	measuring.Store(true)
 	t0 := time.Now()
 	sleep(runCtx, o.Duration)
 	measuring.Store(false)
 	elapsed := time.Since(t0)
+	client1 := cpuSeconds()
+	relay1, err1 := getStats(ctx, o.URL+MemPath+"?gc=0")
 	stop()
 	for _, c := range append(receivers, senders...) {
 		c.CloseNow()
@@ -290,6 +301,13 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	res.Received = received.Load()
 	res.Refused = refused.Load()
 	res.MsgsPerSec = float64(res.Received) / elapsed.Seconds()
+	if res.Received > 0 {
+		perMsg := func(s float64) float64 { return s * 1e6 / float64(res.Received) }
+		res.ClientCPUusPerMsg = perMsg(client1 - client0)
+		if relayErr == nil && err1 == nil {
+			res.RelayCPUusPerMsg = perMsg(relay1.CPUSeconds - relay0.CPUSeconds)
+		}
+	}
 	us := func(q float64) float64 {
 		if len(all) == 0 {
 			return 0
