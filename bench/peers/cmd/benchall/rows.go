@@ -166,6 +166,9 @@ func rows() []row {
 		r = append(r, rw)
 	}
 	r = append(r,
+		row{workload: "relay CPU per message in the throughput run (relay process / load generator)", unit: "µs",
+			sotto: &src{key: rl + ":throughput", metric: "relay_cpu_us_per_msg"},
+			refs:  []ref{{"load generator's CPU per message", &src{key: rl + ":throughput", metric: "client_cpu_us_per_msg"}}}},
 		row{workload: "relay memory per idle WebSocket connection", unit: "KiB",
 			sotto: &src{key: rl + ":idle", metric: "rss_bytes_per_conn", scale: 1.0 / 1024},
 			refs:  []ref{{"Go heap + stacks per connection (relay process)", &src{key: rl + ":idle", metric: "heap_plus_stack_bytes_per_conn", scale: 1.0 / 1024}}}},
