@@ -189,6 +189,13 @@ func (s *Session) RemoteIdentity() IdentityKey {
 	return s.remoteIdentity
 }
 
+// HasRemoteIdentity reports whether k is the peer device's identity key.
+// Unlike comparing with [Session.RemoteIdentity], it costs no point
+// decoding, which matters for a session just restored by [ParseSession].
+func (s *Session) HasRemoteIdentity(k IdentityKey) bool {
+	return !k.IsZero() && k.ed == s.remoteID
+}
+
 // String never prints key material.
 func (s *Session) String() string {
 	return fmt.Sprintf("Session(%s -> %s)", s.local, s.remote)

@@ -176,6 +176,9 @@ func TestSessionLockstep(t *testing.T) {
 	}
 	checkChains(t, alice, bob)
 	checkRoots(t, alice, bob)
+	if !bob.HasRemoteIdentity(a.ik.Public()) || bob.HasRemoteIdentity(b.ik.Public()) || bob.HasRemoteIdentity(IdentityKey{}) {
+		t.Fatal("HasRemoteIdentity is wrong")
+	}
 	if bob.RemoteAddress() != a.addr || !bob.RemoteIdentity().Equal(a.ik.Public()) || bob.LocalAddress() != b.addr {
 		t.Fatal("Bob's session names the wrong peer")
 	}
