@@ -1,0 +1,3 @@
+package main
+
+func cmdChat(a *app, args []string) error { return notSupported("chat") }
