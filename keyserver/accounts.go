@@ -244,8 +244,11 @@ func (s *Server) handlePutDeviceList(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, r, "replace device list", err)
 		return
 	}
+	now := s.cfg.Now()
 	for _, d := range removed {
-		s.purgeDevice(r, crypto.Address{Account: id, Device: d})
+		addr := crypto.Address{Account: id, Device: d}
+		s.revoked.revoke(addr, now)
+		s.purgeDevice(r, addr)
 	}
 	writeJSON(w, http.StatusOK, deviceListResponse{Account: id.String(), Version: l.Version, DeviceList: signed})
 }
@@ -289,6 +292,11 @@ func (s *Server) handleDeleteAccount(w http.ResponseWriter, r *http.Request) {
 		}
 		s.internal(w, r, "delete account", err)
 		return
+	}
+	// Tokens of the deleted account stay dead if it is registered again.
+	now := s.cfg.Now()
+	for _, d := range authFrom(r.Context()).Account.Devices {
+		s.revoked.revoke(crypto.Address{Account: id, Device: d.ID}, now)
 	}
 	if s.cfg.Purger != nil {
 		if err := s.cfg.Purger.PurgeAccount(r.Context(), id); err != nil {

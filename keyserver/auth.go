@@ -110,6 +110,40 @@ func (c *tokenCache) put(tok string, cl token.Claims) {
 	c.m[tok] = cl
 }
 
+// revocations remembers when devices were removed (and accounts deleted),
+// so that a token issued to a removed device stays refused even if its
+// device ID is later given to a new device of the same account. Entries
+// are needed only while such tokens can live, so they are dropped after
+// token.MaxLifetime plus the leeway; they are kept in memory, so a restart
+// forgets them (device IDs are not meant to be reused: the primary assigns
+// increasing IDs, and this only closes the gap when one is).
+type revocations struct {
+	mu sync.Mutex
+	m  map[crypto.Address]time.Time
+}
+
+func (r *revocations) revoke(addr crypto.Address, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for a, t := range r.m {
+		if now.Sub(t) > token.MaxLifetime+token.Leeway {
+			delete(r.m, a)
+		}
+	}
+	r.m[addr] = now
+}
+
+// revoked reports whether a token issued at issued for addr predates the
+// device's removal.
+func (r *revocations) revoked(addr crypto.Address, issued time.Time) bool {
+	r.mu.Lock()
+	t, ok := r.m[addr]
+	r.mu.Unlock()
+	// Token times have second precision: a token of the removal's second
+	// counts as issued before it.
+	return ok && !issued.After(t.Truncate(time.Second))
+}
+
 type ctxKey int
 
 const (
@@ -161,7 +195,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		dev, ok := acct.Device(cl.Device)
-		if !ok {
+		if !ok || s.revoked.revoked(crypto.Address{Account: cl.Account, Device: cl.Device}, cl.IssuedAt) {
 			s.metrics.authFailures.WithLabelValues("device_removed").Inc()
 			writeError(w, errUnauthorized)
 			return

@@ -2,6 +2,7 @@ package keyserver
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -34,15 +35,22 @@ var benchKeys = sync.OnceValues(func() (*crypto.IdentityPrivateKey, store.Device
 	return ik, k
 })
 
-// benchClients is the number of concurrent HTTP clients of the benchmarks.
+// benchClients is the largest number of concurrent HTTP clients of the
+// benchmarks.
 const benchClients = 64
 
 // BenchmarkBundleFetch measures bundle fetches that claim a one-time EC
-// and a one-time ML-KEM prekey each, over HTTP on 127.0.0.1 from 64
+// and a one-time ML-KEM prekey each, over HTTP on 127.0.0.1 from 8 and 64
 // concurrent clients (one keep-alive connection each), against a Pebble
 // store in a real directory with synced claims. Each fetch is one claim of
 // a one-time prekey pair; "claims/s" counts fetches per second.
 func BenchmarkBundleFetch(b *testing.B) {
+	for _, c := range []int{8, benchClients} {
+		b.Run(fmt.Sprintf("clients=%d", c), func(b *testing.B) { benchBundleFetch(b, c) })
+	}
+}
+
+func benchBundleFetch(b *testing.B, clients int) {
 	ik, keys := benchKeys()
 	e := newEnv(b, nil)
 	// Enough devices that no fetch finds its device drained.
@@ -66,13 +74,19 @@ func BenchmarkBundleFetch(b *testing.B) {
 	}
 	fetcher := e.register(0, 0)
 	tok := e.login(fetcher, 1)
-	runFetchLoad(b, e.http.URL, tok, accounts)
+	runFetchLoad(b, clients, e.http.URL, tok, accounts)
 }
 
 // BenchmarkHTTPFloor is the same load against a handler that only answers
 // a fixed body of a bundle response's size: what HTTP on loopback costs on
 // this machine in the same sitting, the floor under BenchmarkBundleFetch.
 func BenchmarkHTTPFloor(b *testing.B) {
+	for _, c := range []int{8, benchClients} {
+		b.Run(fmt.Sprintf("clients=%d", c), func(b *testing.B) { benchHTTPFloor(b, c) })
+	}
+}
+
+func benchHTTPFloor(b *testing.B, clients int) {
 	body := bytes.Repeat([]byte("x"), 2600)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
@@ -80,13 +94,12 @@ func BenchmarkHTTPFloor(b *testing.B) {
 		w.Write(body)
 	}))
 	defer srv.Close()
-	runFetchLoad(b, srv.URL, "token", []string{"/v1/bundles/x/1"})
+	runFetchLoad(b, clients, srv.URL, "token", []string{"/v1/bundles/x/1"})
 }
 
-// runFetchLoad posts b.N requests to base+paths[i%len] from benchClients
+// runFetchLoad posts b.N requests to base+paths[i%len] from clients
 // concurrent clients and reports throughput, latency and CPU.
-func runFetchLoad(b *testing.B, base, tok string, paths []string) {
-	clients := benchClients
+func runFetchLoad(b *testing.B, clients int, base, tok string, paths []string) {
 	nAccounts := len(paths)
 	accounts := paths
 	tr := &http.Transport{MaxIdleConns: clients, MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}

@@ -36,6 +36,7 @@ type Server struct {
 	challenges   challenges
 	provisioning provisioning
 	tokens       tokenCache
+	revoked      revocations
 	limits       struct {
 		ip, account, unauth, handleIP, handleAccount *limiter
 	}
@@ -70,6 +71,7 @@ func New(cfg Config, st Store, logger *slog.Logger, reg prometheus.Registerer) (
 	s.challenges.m = make(map[[challengeSize]byte]time.Time)
 	s.provisioning.m = make(map[string]*provisioningSlot)
 	s.tokens.m = make(map[string]token.Claims)
+	s.revoked.m = make(map[crypto.Address]time.Time)
 	hit := func(name string) { m.rateLimited.WithLabelValues(name).Inc() }
 	l := cfg.Limits
 	s.limits.ip = newLimiter("ip", l.IP, l.MaxTrackedKeys, hit)

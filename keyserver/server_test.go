@@ -657,3 +657,19 @@ func TestNoSecretsInErrors(t *testing.T) {
 		t.Fatal("error not JSON")
 	}
 }
+
+// TestReusedDeviceIDKeepsOldTokenDead: device 2 is removed and its ID given
+// to a new device; the old device's token stays refused, the new one's works.
+func TestReusedDeviceIDKeepsOldTokenDead(t *testing.T) {
+	e := newEnv(t, nil)
+	alice := e.register(0, 0)
+	tok := e.login(alice, 1)
+	old := e.addDevice(alice, tok, 2, 0, 0)
+	alice.version++
+	e.must(200, e.do("PUT", "/v1/accounts/"+alice.id()+"/devicelist", tok, putDeviceListRequest{DeviceList: alice.signList(t, alice.version, 1)}))
+	e.offset.Store(int64(2 * time.Second))
+	delete(alice.devices, 2)
+	fresh := e.addDevice(alice, tok, 2, 1, 1)
+	e.must(401, e.do("GET", "/v1/prekeys/count", old, nil))
+	e.must(200, e.do("GET", "/v1/prekeys/count", fresh, nil))
+}

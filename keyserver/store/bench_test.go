@@ -4,8 +4,8 @@ import (
 	"encoding/binary"
 	"sync/atomic"
 	"syscall"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
