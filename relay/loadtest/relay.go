@@ -17,10 +17,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +29,7 @@ import (
 	"github.com/sotto-im/sotto/internal/token"
 	"github.com/sotto-im/sotto/relay/relayhttp"
 	"github.com/sotto-im/sotto/relay/server"
-	"github.com/sotto-im/sotto/relay/store"
+	"github.com/sotto-im/sotto/relay/store/blobstore"
 	"github.com/sotto-im/sotto/relay/store/pebblestore"
 )
 
@@ -84,19 +84,6 @@ func (d directory) Devices(_ context.Context, a crypto.AccountID) ([]crypto.Devi
 	return []crypto.DeviceID{1}, nil
 }
 
-// noBlobs refuses every blob: load runs do not exercise attachments.
-type noBlobs struct{}
-
-func (noBlobs) Create(context.Context, crypto.AccountID, int64, time.Time, io.Reader) (store.BlobID, error) {
-	return store.BlobID{}, store.ErrTooLarge
-}
-func (noBlobs) Open(context.Context, store.BlobID) (store.ReadSeekCloser, int64, error) {
-	return nil, 0, store.ErrNotFound
-}
-func (noBlobs) Delete(context.Context, store.BlobID) error           { return nil }
-func (noBlobs) PurgeAccount(context.Context, crypto.AccountID) error { return nil }
-func (noBlobs) Sweep(context.Context, time.Time) (int, error)        { return 0, nil }
-
 // Relay is a relay started for a load run.
 type Relay struct {
 	URL  string // http://127.0.0.1:port
@@ -112,8 +99,13 @@ type Relay struct {
 // fixture's accounts and their access keys. extra, if not nil, is mounted
 // beside the relay's routes (the load tool's memory endpoint).
 func StartRelay(dir, addr string, f Fixture, logger *slog.Logger, extra map[string]http.Handler) (*Relay, error) {
-	db, err := pebblestore.Open(dir, pebblestore.Options{})
+	db, err := pebblestore.Open(filepath.Join(dir, "queues"), pebblestore.Options{})
 	if err != nil {
+		return nil, err
+	}
+	blobs, err := blobstore.Open(filepath.Join(dir, "blobs"), blobstore.Options{})
+	if err != nil {
+		db.Close()
 		return nil, err
 	}
 	dirx := make(directory, f.Accounts)
@@ -122,7 +114,7 @@ func StartRelay(dir, addr string, f Fixture, logger *slog.Logger, extra map[stri
 	}
 	signer := token.NewSigner(f.signingKey(), issuer, audience)
 	auth := server.TokenAuthenticator{Verifier: token.NewVerifier(token.KeysOf(signer.Public()), issuer, audience)}
-	srv, err := server.New(server.Config{}, db, db, noBlobs{}, dirx, auth, logger, prometheus.NewRegistry())
+	srv, err := server.New(server.Config{}, db, db, blobs, dirx, auth, logger, prometheus.NewRegistry())
 	if err != nil {
 		db.Close()
 		return nil, err

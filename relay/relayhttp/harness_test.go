@@ -7,11 +7,11 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -25,6 +25,7 @@ import (
 	"github.com/sotto-im/sotto/relay/relayhttp"
 	"github.com/sotto-im/sotto/relay/server"
 	"github.com/sotto-im/sotto/relay/store"
+	"github.com/sotto-im/sotto/relay/store/blobstore"
 	"github.com/sotto-im/sotto/relay/store/pebblestore"
 	"github.com/sotto-im/sotto/relay/wire"
 )
@@ -77,7 +78,7 @@ type env struct {
 	t      *testing.T
 	dir    string
 	db     *pebblestore.DB
-	blobs  *memBlobs
+	blobs  *blobstore.Store
 	clock  *clock
 	direct *directory
 	srv    *server.Server
@@ -98,7 +99,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	e := &env{t: t, dir: t.TempDir(), clock: &clock{t: time.Now()},
 		direct: &directory{accounts: make(map[crypto.AccountID][]crypto.DeviceID)}}
 	o.store.Now = e.clock.Now
-	db, err := pebblestore.Open(e.dir, o.store)
+	db, err := pebblestore.Open(filepath.Join(e.dir, "queues"), o.store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +110,10 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.quota == 0 {
 		o.quota = 4 << 20
 	}
-	e.blobs = newMemBlobs(o.blobs, o.quota, e.clock.Now)
+	e.blobs, err = blobstore.Open(filepath.Join(e.dir, "blobs"), blobstore.Options{MaxSize: o.blobs, Quota: o.quota, Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	e.signer = token.NewSigner(priv, "sotto-test", "relay")
 	auth := server.TokenAuthenticator{Verifier: token.NewVerifier(token.KeysOf(e.signer.Public()), "sotto-test", "relay")}
@@ -366,104 +370,6 @@ func (d *device) closeStatus() websocket.StatusCode {
 			return -1
 		}
 	}
-}
-
-// memBlobs is an in-memory store.Blobs for these tests.
-type memBlobs struct {
-	mu         sync.Mutex
-	max, quota int64
-	now        func() time.Time
-	blobs      map[store.BlobID]memBlob
-}
-
-type memBlob struct {
-	owner   crypto.AccountID
-	data    []byte
-	expires time.Time
-}
-
-func newMemBlobs(max, quota int64, now func() time.Time) *memBlobs {
-	return &memBlobs{max: max, quota: quota, now: now, blobs: make(map[store.BlobID]memBlob)}
-}
-
-func (m *memBlobs) used(owner crypto.AccountID) int64 {
-	var n int64
-	for _, b := range m.blobs {
-		if b.owner == owner {
-			n += int64(len(b.data))
-		}
-	}
-	return n
-}
-
-func (m *memBlobs) Create(_ context.Context, owner crypto.AccountID, declared int64, expires time.Time, r io.Reader) (store.BlobID, error) {
-	if declared > m.max {
-		return store.BlobID{}, store.ErrTooLarge
-	}
-	m.mu.Lock()
-	over := m.used(owner)+declared > m.quota
-	m.mu.Unlock()
-	if over {
-		return store.BlobID{}, store.ErrQuotaExceeded
-	}
-	data, err := io.ReadAll(io.LimitReader(r, declared+1))
-	if err != nil {
-		return store.BlobID{}, err
-	}
-	if int64(len(data)) != declared {
-		return store.BlobID{}, fmt.Errorf("memblobs: got %d bytes, declared %d", len(data), declared)
-	}
-	var id store.BlobID
-	rand.Read(id[:])
-	m.mu.Lock()
-	m.blobs[id] = memBlob{owner: owner, data: data, expires: expires}
-	m.mu.Unlock()
-	return id, nil
-}
-
-type nopCloser struct{ *bytes.Reader }
-
-func (nopCloser) Close() error { return nil }
-
-func (m *memBlobs) Open(_ context.Context, id store.BlobID) (store.ReadSeekCloser, int64, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b, ok := m.blobs[id]
-	if !ok || !m.now().Before(b.expires) {
-		return nil, 0, store.ErrNotFound
-	}
-	return nopCloser{bytes.NewReader(b.data)}, int64(len(b.data)), nil
-}
-
-func (m *memBlobs) Delete(_ context.Context, id store.BlobID) error {
-	m.mu.Lock()
-	delete(m.blobs, id)
-	m.mu.Unlock()
-	return nil
-}
-
-func (m *memBlobs) PurgeAccount(_ context.Context, owner crypto.AccountID) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for id, b := range m.blobs {
-		if b.owner == owner {
-			delete(m.blobs, id)
-		}
-	}
-	return nil
-}
-
-func (m *memBlobs) Sweep(_ context.Context, now time.Time) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	n := 0
-	for id, b := range m.blobs {
-		if now.After(b.expires) {
-			delete(m.blobs, id)
-			n++
-		}
-	}
-	return n, nil
 }
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
