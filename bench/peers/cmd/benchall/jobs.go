@@ -301,7 +301,7 @@ func (j *job) runGoTest(ctx context.Context, o *options, res *results) error {
 }
 
 func (j *job) exec(ctx context.Context, res *results, args []string) error {
-	cmd := exec.CommandContext(ctx, j.bin, args...)
+	cmd := command(ctx, j.bin, args...)
 	cmd.Dir = j.dir
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -356,7 +356,7 @@ func parseGoBench(out []byte, id string, res *results) int {
 }
 
 func (j *job) runNode(ctx context.Context, o *options, res *results) error {
-	cmd := exec.CommandContext(ctx, "node", "bench.mjs", "--single")
+	cmd := command(ctx, "node", "bench.mjs", "--single")
 	cmd.Dir = j.dir
 	ms, warm := "400", "150"
 	if o.quick {
@@ -408,7 +408,7 @@ func (j *job) runCmd(ctx context.Context, o *options, res *results) error {
 }
 
 func (j *job) runCmdOnce(ctx context.Context, res *results, args []string) error {
-	cmd := exec.CommandContext(ctx, j.bin, args...)
+	cmd := command(ctx, j.bin, args...)
 	cmd.Dir = j.dir
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -21,10 +21,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -103,7 +105,10 @@ func run(o *options) error {
 		}
 		jobs = keep
 	}
-	ctx := context.Background()
+	// Children run in their own process groups (see command); an interrupt cancels ctx, which
+	// ends them.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	logf(o, "building %d jobs", len(jobs))
 	var wg sync.WaitGroup
 	for _, j := range jobs {
@@ -130,6 +135,9 @@ func run(o *options) error {
 		for _, j := range jobs {
 			if j.skip != "" {
 				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
 			t0 := time.Now()
 			err := j.run(ctx, o, res)

@@ -362,7 +362,7 @@ func profiles(ctx context.Context, o *options, jobs []*job, rep *report) string 
 			if o.quick {
 				args[5] = "300ms"
 			}
-			cmd := exec.CommandContext(ctx, j.bin, args...)
+			cmd := command(ctx, j.bin, args...)
 			cmd.Dir = j.dir
 			out, err := cmd.CombinedOutput()
 			fmt.Fprintf(&b, "\n### %s\n\n`go test -run '^$' -bench '%s' -benchtime %s -cpuprofile cpu.prof %s` then `go tool pprof -top`:\n\n```\n", ch.workload, anchored(name), args[5], j.pkg)
@@ -426,7 +426,7 @@ func profileCmd(ctx context.Context, o *options, j *job, mode, workload string) 
 	prof := filepath.Join(o.tmp, "relay-"+mode+".prof")
 	full := append(append([]string(nil), args...), "-cpuprofile", prof)
 	fmt.Fprintf(&b, "`go run ./cmd/sotto-load %s` (the relay's own CPU profile) then `go tool pprof -top`:\n\n```\n", strings.Join(full[:len(full)-1], " ")+" cpu.prof")
-	cmd := exec.CommandContext(ctx, j.bin, full...)
+	cmd := command(ctx, j.bin, full...)
 	cmd.Dir = j.dir
 	out, err := cmd.Output()
 	b.WriteString(strings.TrimSpace(string(out)) + "\n")
