@@ -359,8 +359,14 @@ func profiles(ctx context.Context, o *options, jobs []*job, rep *report) string 
 			}
 			prof := filepath.Join(o.tmp, strings.NewReplacer("/", "_", "+", "_").Replace(name)+".prof")
 			args := []string{"-test.run", "^$", "-test.bench", anchored(name), "-test.benchtime", "2s", "-test.cpuprofile", prof}
+			if strings.HasSuffix(j.benchtime, "x") {
+				args[5] = j.benchtime // a fixed count: the benchmark's setup is too slow to ramp
+			}
 			if o.quick {
 				args[5] = "300ms"
+				if strings.HasSuffix(j.quickBenchtime, "x") {
+					args[5] = j.quickBenchtime
+				}
 			}
 			cmd := command(ctx, j.bin, args...)
 			cmd.Dir = j.dir
