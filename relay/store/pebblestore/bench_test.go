@@ -113,6 +113,44 @@ func BenchmarkPutMulti1000(b *testing.B) {
 	reportRate(b, b.N*len(entries))
 }
 
+// BenchmarkPebbleSyncRecords is the ceiling of the design this package did
+// not choose: each Put its own synced batch, relying on Pebble's WAL group
+// commit, writing the same four records a one-recipient Put writes here
+// (entry with inline body, idempotency, expiry, counters) but skipping every
+// read (duplicate check, counters), which that design would still need
+// under a lock.
+func BenchmarkPebbleSyncRecords(b *testing.B) {
+	db, err := pebble.Open(b.TempDir(), &pebble.Options{Logger: pebbleLogger{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	body := randBody()
+	var n atomic.Uint64
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			q := storetest.Q(byte(i%250), crypto.DeviceID(1+i%4))
+			cur := makeCursor(0, i)
+			e := entry{id: benchID(i), stored: i, expires: i, bodyLen: uint32(len(body)), inline: body}
+			bt := db.NewBatch()
+			_ = bt.Set(entryKey(q, cur), e.encode(), nil)
+			_ = bt.Set(idemKey(q, e.id), idem{cursor: cur, etime: i}.encode(), nil)
+			_ = bt.Set(expiryKey(i, q, cur), e.id[:], nil)
+			_ = bt.Set(queueKey(tCounter, q), counters{messages: int64(i)}.encode(), nil)
+			if err := bt.Commit(pebble.Sync); err != nil {
+				b.Error(err)
+				return
+			}
+			_ = bt.Close()
+		}
+	})
+	b.StopTimer()
+	reportRate(b, b.N)
+}
+
 // BenchmarkPebbleSync is the reference: raw Pebble, one synced batch of one
 // 256 B value per operation, relying on Pebble's own WAL group commit.
 func BenchmarkPebbleSync(b *testing.B) {

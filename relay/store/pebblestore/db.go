@@ -354,7 +354,12 @@ type pending struct {
 }
 
 func (d *DB) newPending() *pending {
-	return &pending{w: &writer{d: d, b: d.pdb.NewIndexedBatch(), counters: make(map[store.QueueID]counters)}}
+	return &pending{w: &writer{
+		d:        d,
+		b:        d.pdb.NewIndexedBatch(),
+		counters: make(map[store.QueueID]counters),
+		idem:     make(map[string]bool),
+	}}
 }
 
 // add applies r to the batch, or answers it at once if it fails.
@@ -487,6 +492,7 @@ type writer struct {
 	d        *DB
 	b        *pebble.Batch
 	counters map[store.QueueID]counters // written in this batch
+	idem     map[string]bool            // idempotency keys set (true) or deleted in this batch
 }
 
 // get returns a copy of the value at k, or nil, false.
@@ -505,8 +511,38 @@ func (w *writer) get(k []byte) ([]byte, bool, error) {
 	return v, true, c.Close()
 }
 
-func (w *writer) set(k, v []byte) { _ = w.b.Set(k, v, nil) }
-func (w *writer) del(k []byte)    { _ = w.b.Delete(k, nil) }
+func (w *writer) set(k, v []byte) {
+	if k[0] == tIdem {
+		w.idem[string(k)] = true
+	}
+	_ = w.b.Set(k, v, nil)
+}
+
+func (w *writer) del(k []byte) {
+	if k[0] == tIdem {
+		w.idem[string(k)] = false
+	}
+	_ = w.b.Delete(k, nil)
+}
+
+// hasIdem reports whether idempotency key k exists. Every earlier batch is
+// already applied to the database (visible, if perhaps not yet synced), so
+// the database plus this batch's own writes is the whole truth; a plain
+// database read is much cheaper than one through the indexed batch, and
+// this lookup is made for every entry of every Put.
+func (w *writer) hasIdem(k []byte) (bool, error) {
+	if set, ok := w.idem[string(k)]; ok {
+		return set, nil
+	}
+	_, c, err := w.d.pdb.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("pebblestore: get: %w", err)
+	}
+	return true, c.Close()
+}
 
 // scan calls fn with a copy of each key and value in [lower, upper) as seen
 // by the batch (batch writes over the database), stopping early when fn

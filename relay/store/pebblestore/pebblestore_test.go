@@ -223,3 +223,41 @@ func TestClosed(t *testing.T) {
 		t.Fatalf("Ack after Close: %v", err)
 	}
 }
+
+// TestSameBatchIdempotency drives the committer's batch directly: a Put, a
+// retry of it, an acknowledgement that forgets the ID and a new Put of the
+// same ID, all in one batch, must see each other.
+func TestSameBatchIdempotency(t *testing.T) {
+	d := memFixture(t, Options{DedupWindow: -1}).open(t)
+	q := storetest.Q(1, 1)
+	e := store.Entry{Queue: q, ID: storetest.MsgID(1), Expires: time.Now().Add(time.Hour)}
+	if _, err := d.Put(ctx, []byte("first"), []store.Entry{e}); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := d.Fetch(ctx, q, store.Cursor{}, 1)
+	if err != nil || len(msgs) != 1 {
+		t.Fatal(err)
+	}
+	// Build one batch by hand, as the committer would (it is idle now).
+	p := d.newPending()
+	retry := &putOp{body: []byte("first"), entries: []store.Entry{e}}
+	ack := &ackOp{q: q, key: msgs[0].Key}
+	again := &putOp{body: []byte("second"), entries: []store.Entry{e}}
+	another := &putOp{body: []byte("third"), entries: []store.Entry{e}}
+	for _, o := range []op{retry, ack, again, another} {
+		p.add(&request{op: o, done: make(chan error, 1)})
+	}
+	if !retry.results[0].Duplicate || again.results[0].Duplicate || !another.results[0].Duplicate {
+		t.Fatalf("retry %+v again %+v another %+v", retry.results, again.results, another.results)
+	}
+	if err := d.pdb.Apply(p.w.b, nil); err != nil {
+		t.Fatal(err)
+	}
+	d.applied(p.w, nil)
+	_ = p.w.b.Close()
+	msgs, err = d.Fetch(ctx, q, store.Cursor{}, 10)
+	if err != nil || len(msgs) != 1 || string(msgs[0].Body) != "second" {
+		t.Fatalf("after the batch: %d messages, %v", len(msgs), err)
+	}
+	checkInvariants(t, d)
+}

@@ -106,7 +106,7 @@ func (o *putOp) apply(w *writer) error {
 			results[i].Duplicate = true
 			continue
 		}
-		_, exists, err := w.get(idemKey(e.Queue, e.ID))
+		exists, err := w.hasIdem(idemKey(e.Queue, e.ID))
 		if err != nil {
 			return err
 		}
