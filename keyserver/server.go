@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -288,9 +289,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 	})
 }
 
-func statusText(code int) string {
-	return fmt.Sprintf("%d", code)
-}
+func statusText(code int) string { return strconv.Itoa(code) }
 
 // recoverer turns a panic into a logged 500 with a JSON body, so that a
 // bug in one handler neither kills the server nor leaks its message.
