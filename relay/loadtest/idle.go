@@ -160,7 +160,9 @@ func Idle(ctx context.Context, baseURL string, f Fixture, conns int, hold time.D
 	if err := g.Wait(); err != nil {
 		return res, err
 	}
-	time.Sleep(time.Second)
+	// The relay stops a connection's send loop 2 s after it has nothing
+	// left to do.
+	time.Sleep(3 * time.Second)
 	after, err := getMem(ctx, baseURL)
 	if err != nil {
 		return res, err

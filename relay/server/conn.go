@@ -405,6 +405,12 @@ func (c *conn) sendLoop(ctx context.Context) error {
 	if d.inflight == nil {
 		d.inflight = make(map[store.Cursor]struct{})
 	}
+	var linger *time.Timer
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
 	for {
 		if d.more && len(d.inflight) < window {
 			if err := c.fill(ctx, window); err != nil {
@@ -412,10 +418,23 @@ func (c *conn) sendLoop(ctx context.Context) error {
 			}
 			continue
 		}
-		if c.idle() {
-			return nil
+		var lingerC <-chan time.Time
+		if !d.more && len(d.inflight) == 0 && d.drained {
+			// Nothing to do: stop if it stays so for sendLoopLinger. (A
+			// busy device would otherwise start a goroutine, and grow its
+			// stack, for every message.)
+			if linger == nil {
+				linger = time.NewTimer(sendLoopLinger)
+			} else {
+				linger.Reset(sendLoopLinger)
+			}
+			lingerC = linger.C
 		}
 		select {
+		case <-lingerC:
+			if c.idle() {
+				return nil
+			}
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-c.wake:

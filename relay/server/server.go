@@ -69,6 +69,10 @@ const (
 	DefaultIdentifiedRate  = 20
 	DefaultIdentifiedBurst = 100
 
+	// sendLoopLinger is how long a connection's send loop waits with
+	// nothing to do before it stops (the connection then costs only its
+	// reader); a device receiving steadily keeps its loop.
+	sendLoopLinger = 2 * time.Second
 	// outQueueLen bounds the frames (send results, ephemeral messages)
 	// waiting for a connection's send loop; ephemeral frames beyond it are
 	// dropped and counted.
