@@ -40,6 +40,10 @@ const (
 	// reconnectMaxBackoff bounds the wait between two relay connections: short,
 	// because a device that is not connected receives nothing.
 	reconnectMaxBackoff = 5 * time.Second
+	// maintenanceInterval is how often the client prunes its
+	// de-duplication table, deletes disappeared messages and checks its
+	// prekeys (also once at start).
+	maintenanceInterval = 10 * time.Minute
 	// seenRetention is how long received message IDs are remembered for
 	// de-duplication; the relay keeps a message at most 90 days.
 	seenRetention = 91 * 24 * time.Hour
@@ -232,9 +236,10 @@ func (c *Client) start() {
 		return
 	}
 	c.relay = newRelayConn(c)
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.runRelay()
 	go c.runOutbox()
+	go c.runMaintenance()
 }
 
 // Events returns the channel on which the client reports what happens. It

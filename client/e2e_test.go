@@ -583,5 +583,11 @@ func TestDisappearingMessages(t *testing.T) {
 		if h, _ := p.c.History(ctx, p.conv, time.Time{}, 0); len(h) != 0 {
 			t.Fatalf("after expiry: %d messages", len(h))
 		}
+		if n, err := p.c.SweepForTest(); err != nil || n != 1 {
+			t.Fatalf("sweep deleted %d, %v", n, err)
+		}
+		if res, _ := p.c.Search(ctx, "self-destruct", 0); len(res) != 0 {
+			t.Fatal("a disappeared message is still stored")
+		}
 	}
 }

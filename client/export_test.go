@@ -26,3 +26,6 @@ func (c *Client) ReceiverForTest(g GroupID, sender crypto.Address) (*crypto.Grou
 }
 
 func init() { testOnlyExportWorkFactor = 10 }
+
+// SweepForTest runs the deletion of disappeared messages now.
+func (c *Client) SweepForTest() (int, error) { return c.sweepDisappeared(context.Background()) }

@@ -43,8 +43,7 @@ type Env struct {
 	ksHS    *httptest.Server
 	tokKey  ed25519.PublicKey
 
-	mu      sync.Mutex
-	stopped bool
+	mu sync.Mutex
 }
 
 // New starts the servers, with the relay's Pebble data in a new temporary
