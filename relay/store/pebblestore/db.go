@@ -43,9 +43,10 @@
 // See keys.go. Each queue keeps its message and byte counts and its last
 // sequence number in one record updated in the same batch as its entries, so
 // Depth is one point read and the counts are right after a crash or reopen.
-// A Put stores its body once, with a reference count decremented by each
-// acknowledgement, expiry or purge of an entry; the body goes with its last
-// reference.
+// A Put stores its body once: inline in the entry when one entry references
+// it, else as a shared record with a reference count decremented by each
+// acknowledgement, expiry or purge of an entry; a shared body goes with its
+// last reference.
 package pebblestore
 
 import (
