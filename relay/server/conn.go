@@ -267,12 +267,13 @@ func (c *conn) run() {
 	defer s.wg.Done()
 	start := time.Now()
 	s.m.connections.Inc()
-	unsubscribe := s.live.Subscribe(c.q, c)
-
-	// The reader is unblocked by closing the WebSocket, so its reads need
-	// no context (which would cost an allocation per read).
+	// The context must exist before Subscribe: from then on a Wake may
+	// start the send loop. (The reader is unblocked by closing the
+	// WebSocket, so its reads need no context, which would cost an
+	// allocation per read.)
 	ctx, cancel := context.WithCancel(context.Background())
 	c.ctx = ctx
+	unsubscribe := s.live.Subscribe(c.q, c)
 	c.kick() // deliver the backlog, then the Drained marker
 	c.schedulePing()
 	err := c.readLoop(ctx)
