@@ -281,6 +281,11 @@ func buildServices(cfg *config, keys *serverKeys, logger *slog.Logger, reg *prom
 		// The relay closes before its stores: prepend.
 		svc.closers = append([]func(context.Context) error{relay.Close}, svc.closers...)
 		readies = append(readies, func(ctx context.Context) error {
+			// After a failed WAL write the store refuses writes until it
+			// is reopened: not ready, so the operator restarts it.
+			if err := db.Failed(); err != nil {
+				return err
+			}
 			_, _, err := db.Depth(ctx, store.QueueID{})
 			return err
 		})
