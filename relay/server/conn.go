@@ -31,9 +31,10 @@ package server
 //
 // At most one sendLoop runs per connection, and only while there is work:
 // once everything delivered is acknowledged, the backlog drained and the
-// channels empty, it returns, and the next producer starts it again (kick).
-// An idle connection therefore costs one goroutine, its reader, blocked in
-// a read (see BENCHMARKS for what that saves). The hand-over is race-free
+// channels empty, and that has lasted sendLoopLinger, it returns, and the
+// next producer starts it again (kick). An idle connection therefore costs
+// one goroutine, its reader, blocked in a read (relay/README.md has the
+// figures). The hand-over is race-free
 // because producers first put their item in the channel and then call
 // kick, and sendLoop decides to stop under the same lock (c.st) after
 // seeing every channel empty. Keepalive pings come from a timer whose
