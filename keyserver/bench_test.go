@@ -45,7 +45,7 @@ const benchClients = 64
 // store in a real directory with synced claims. Each fetch is one claim of
 // a one-time prekey pair; "claims/s" counts fetches per second.
 func BenchmarkBundleFetch(b *testing.B) {
-	for _, c := range []int{8, benchClients} {
+	for _, c := range []int{8, benchClients, 4 * benchClients} {
 		b.Run(fmt.Sprintf("clients=%d", c), func(b *testing.B) { benchBundleFetch(b, c) })
 	}
 }
@@ -81,7 +81,7 @@ func benchBundleFetch(b *testing.B, clients int) {
 // a fixed body of a bundle response's size: what HTTP on loopback costs on
 // this machine in the same sitting, the floor under BenchmarkBundleFetch.
 func BenchmarkHTTPFloor(b *testing.B) {
-	for _, c := range []int{8, benchClients} {
+	for _, c := range []int{8, benchClients, 4 * benchClients} {
 		b.Run(fmt.Sprintf("clients=%d", c), func(b *testing.B) { benchHTTPFloor(b, c) })
 	}
 }
