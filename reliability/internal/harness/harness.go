@@ -72,6 +72,7 @@ func FreeAddr() (string, error) {
 // Proc is a sottod process.
 type Proc struct {
 	Bin   string
+	Mode  string // "" (both), "keyserver" or "relay"
 	Addr  string
 	Data  string
 	Args  []string // extra arguments
@@ -87,7 +88,11 @@ type Proc struct {
 // Start runs the binary on p.Addr and p.Data and waits until /readyz
 // answers 200.
 func (p *Proc) Start() error {
-	args := append([]string{"--listen", p.Addr, "--data", p.Data}, p.Args...)
+	var args []string
+	if p.Mode != "" {
+		args = append(args, p.Mode)
+	}
+	args = append(append(args, "--listen", p.Addr, "--data", p.Data), p.Args...)
 	cmd := exec.Command(p.Bin, args...)
 	cmd.Env = append(os.Environ(), p.Env...)
 	if p.Log != nil {
@@ -113,7 +118,8 @@ func (p *Proc) Start() error {
 				return err
 			}
 		}
-		if strings.HasPrefix(line, "trust root fingerprint") {
+		// The relay alone prints no trust root: its URL line is the last.
+		if strings.HasPrefix(line, "trust root fingerprint") || (p.Mode == "relay" && p.URL != "") {
 			break
 		}
 	}
