@@ -9,6 +9,7 @@
 //	sotto-load -mode latency -rate 2000
 //	sotto-load -mode idle -conns 10000
 //	sotto-load -mode slow -devices 1000 -backlog 200
+//	sotto-load -mode group -devices 1000 -payload 1024
 //
 // Each result is printed as one JSON line. -serve runs only the relay (for
 // profiling, or to drive it from another process with -url and the same
@@ -41,7 +42,7 @@ import (
 func main() {
 	log.SetFlags(0)
 	log.SetPrefix("sotto-load: ")
-	mode := flag.String("mode", "throughput", "throughput, latency, idle or slow (devices that never read)")
+	mode := flag.String("mode", "throughput", "throughput, latency, idle, slow (devices that never read) or group (one message to every device)")
 	serve := flag.Bool("serve", false, "run only the relay (prints its URL on the first line)")
 	url := flag.String("url", "", "drive a relay already started with -serve (and the same -seed and -accounts) instead of starting one")
 	addr := flag.String("addr", "127.0.0.1:0", "listen address with -serve")
@@ -56,6 +57,7 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "measured interval")
 	warmup := flag.Duration("warmup", 2*time.Second, "unmeasured interval before it")
 	conns := flag.Int("conns", 10000, "idle connections in idle mode")
+	sends := flag.Int("sends", 20, "group mode: group messages to send, one at a time")
 	backlog := flag.Int("backlog", 200, "slow mode: messages queued per device")
 	hold := flag.Duration("hold", 0, "idle mode: keep the connections this long after measuring")
 	memProfileRate := flag.Int("memprofilerate", 0, "with -serve: runtime.MemProfileRate (1 records every allocation)")
@@ -67,7 +69,7 @@ func main() {
 	switch *mode {
 	case "idle":
 		need = *conns
-	case "slow":
+	case "slow", "group":
 		need = *devices + 1
 	}
 	if *accounts == 0 {
@@ -107,6 +109,8 @@ func main() {
 		out, err = loadtest.Idle(ctx, base, f, *conns, *hold)
 	case "slow":
 		out, err = loadtest.Slow(ctx, base, f, *devices, *backlog, *payload)
+	case "group":
+		out, err = loadtest.Group(ctx, base, f, *devices, *sends, *payload)
 	default:
 		log.Fatalf("unknown -mode %q", *mode)
 	}

@@ -37,6 +37,13 @@ func TestSmoke(t *testing.T) {
 	if res.Received == 0 || res.Mode != "latency" {
 		t.Fatalf("latency run: %+v", res)
 	}
+	g, err := Group(ctx, r.URL, f, 25, 3, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.AcceptP50ms <= 0 || g.FanoutP50ms < g.AcceptP50ms/2 {
+		t.Fatalf("group run: %+v", g)
+	}
 	idle, err := Idle(ctx, r.URL, f, 25, 0)
 	if err != nil {
 		t.Fatal(err)
