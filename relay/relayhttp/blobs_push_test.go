@@ -188,3 +188,21 @@ func TestPushWakeups(t *testing.T) {
 		t.Fatalf("endpoint after DELETE: %q", u)
 	}
 }
+
+func FuzzParseBlobID(f *testing.F) {
+	f.Add("AAAAAAAAAAAAAAAAAAAAAA")
+	f.Add("AAAAAAAAAAAAAAAAAAAAAB")
+	f.Add("../../etc/passwd")
+	f.Fuzz(func(t *testing.T, s string) {
+		id, err := relayhttp.ParseBlobID(s)
+		if err != nil {
+			if id != (store.BlobID{}) {
+				t.Fatal("non-zero ID with an error")
+			}
+			return
+		}
+		if relayhttp.BlobIDText(id) != s {
+			t.Fatalf("%q parsed but prints as %q", s, relayhttp.BlobIDText(id))
+		}
+	})
+}
