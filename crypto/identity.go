@@ -313,6 +313,27 @@ func (k IdentityKey) VerifyLoginChallenge(challenge, sig []byte) error {
 	return nil
 }
 
+// SignAccountDeletion authorises the deletion of the account at a key
+// server (PROTOCOL.md §2.6): it signs the server's single-use challenge
+// together with the account ID with the account key, which only the
+// primary device and backups hold, so that a linked device or a stolen
+// token cannot delete the account.
+func (k *AccountPrivateKey) SignAccountDeletion(challenge []byte) []byte {
+	return k.sign(labelAccountDeletion, accountDeletionMessage(k.ID(), challenge))
+}
+
+// VerifyAccountDeletion checks a signature made by SignAccountDeletion.
+func (k AccountKey) VerifyAccountDeletion(challenge, sig []byte) error {
+	if k.IsZero() || !k.verify(labelAccountDeletion, accountDeletionMessage(k.ID(), challenge), sig) {
+		return ErrBadSignature
+	}
+	return nil
+}
+
+func accountDeletionMessage(id AccountID, challenge []byte) []byte {
+	return append(id[:], challenge...)
+}
+
 // x25519 computes a Diffie-Hellman shared secret and rejects the all-zero
 // output that small-order peer points produce.
 func x25519(priv *ecdh.PrivateKey, peer *ecdh.PublicKey) ([]byte, error) {

@@ -176,3 +176,23 @@ func TestSenderCertificate(t *testing.T) {
 		t.Fatalf("trust root text round trip: %v", err)
 	}
 }
+
+func TestAccountDeletionSignature(t *testing.T) {
+	ak := GenerateAccountKey()
+	challenge := bytes.Repeat([]byte{3}, 32)
+	sig := ak.SignAccountDeletion(challenge)
+	if err := ak.Public().VerifyAccountDeletion(challenge, sig); err != nil {
+		t.Fatal(err)
+	}
+	if err := GenerateAccountKey().Public().VerifyAccountDeletion(challenge, sig); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("another account's key accepted: %v", err)
+	}
+	if err := ak.Public().VerifyAccountDeletion(bytes.Repeat([]byte{4}, 32), sig); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("another challenge accepted: %v", err)
+	}
+	// A login signature by a device key over the same challenge is no deletion.
+	ik := GenerateIdentityKey()
+	if err := ak.Public().VerifyAccountDeletion(challenge, ik.SignLoginChallenge(challenge)); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("login signature accepted: %v", err)
+	}
+}

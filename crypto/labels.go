@@ -14,6 +14,9 @@ const (
 	labelKEMPreKey    = "kem prekey"
 	labelSenderCert   = "sender certificate"
 	labelLogin        = "login"
+	// labelAccountDeletion signs the deletion of an account with the
+	// account key (PROTOCOL.md §2.6).
+	labelAccountDeletion = "account deletion"
 
 	// KDF info strings of PQXDH and the Double Ratchet (PROTOCOL.md §3, §4).
 	// labelPQXDH follows the PQXDH specification's form

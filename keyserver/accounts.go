@@ -269,6 +269,13 @@ func (s *Server) purgeDevice(r *http.Request, addr crypto.Address) {
 // first (so that a failure leaves the account intact and the client can
 // retry), then everything the key server holds, then the relay again for
 // messages that arrived in between.
+// deleteAccountRequest carries the account key's signature of a login
+// challenge under the "account deletion" label.
+type deleteAccountRequest struct {
+	Challenge []byte `json:"challenge"`
+	Signature []byte `json:"signature"`
+}
+
 func (s *Server) handleDeleteAccount(w http.ResponseWriter, r *http.Request) {
 	id, e := accountParam(r)
 	if e != nil {
@@ -276,6 +283,29 @@ func (s *Server) handleDeleteAccount(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.sameAccount(w, r, id) {
+		return
+	}
+	// A device token alone is not enough: deletion is signed by the
+	// account key over a fresh challenge (PROTOCOL.md §2.6), so that a
+	// linked or stolen device cannot erase the account.
+	var req deleteAccountRequest
+	if e := decodeBody(r, &req); e != nil {
+		writeError(w, e)
+		return
+	}
+	if len(req.Challenge) != challengeSize || len(req.Signature) != crypto.SignatureSize {
+		writeError(w, errInvalidRequest)
+		return
+	}
+	if !s.challenges.take(req.Challenge, s.cfg.Now()) {
+		s.metrics.authFailures.WithLabelValues("challenge").Inc()
+		writeError(w, errUnauthorized)
+		return
+	}
+	ak, err := crypto.NewAccountKey(authFrom(r.Context()).Account.Key[:])
+	if err != nil || ak.VerifyAccountDeletion(req.Challenge, req.Signature) != nil {
+		s.metrics.authFailures.WithLabelValues("deletion_signature").Inc()
+		writeError(w, errUnauthorized)
 		return
 	}
 	if s.cfg.Purger != nil {

@@ -265,6 +265,16 @@ func (e *testEnv) login(a *testAccount, dev crypto.DeviceID) string {
 	return lr.Token
 }
 
+// deletion signs a fresh challenge with the account key, authorising the
+// deletion of the account (signer is the key that signs: the account's own,
+// or another to test refusals).
+func (e *testEnv) deletion(signer *crypto.AccountPrivateKey) deleteAccountRequest {
+	e.t.Helper()
+	var ch challengeResponse
+	e.must(http.StatusOK, e.do("POST", "/v1/auth/challenge", "", nil)).decode(e.t, &ch)
+	return deleteAccountRequest{Challenge: ch.Challenge, Signature: signer.SignAccountDeletion(ch.Challenge)}
+}
+
 // addDevice publishes a list with a new device and uploads its prekeys.
 func (e *testEnv) addDevice(a *testAccount, tok string, id crypto.DeviceID, nEC, nKEM int) string {
 	e.t.Helper()

@@ -438,7 +438,19 @@ func TestDeleteAccountLeavesNothing(t *testing.T) {
 	btok := e.login(bob, 1)
 	fetchBundles(t, e, btok, alice.id(), 0)
 
-	e.must(204, e.do("DELETE", "/v1/accounts/"+alice.id(), tok, nil))
+	// A device token alone, another account's key, or a replayed challenge
+	// do not delete the account.
+	e.must(400, e.do("DELETE", "/v1/accounts/"+alice.id(), tok, nil))
+	e.must(401, e.do("DELETE", "/v1/accounts/"+alice.id(), tok, e.deletion(bob.key)))
+	del := e.deletion(alice.key)
+	bad := del
+	bad.Signature = alice.devices[1].SignLoginChallenge(del.Challenge)
+	e.must(401, e.do("DELETE", "/v1/accounts/"+alice.id(), tok, bad)) // spends the challenge
+	e.must(401, e.do("DELETE", "/v1/accounts/"+alice.id(), tok, del))
+	if len(e.purger.accounts) != 0 {
+		t.Fatal("a refused deletion reached the relay")
+	}
+	e.must(204, e.do("DELETE", "/v1/accounts/"+alice.id(), tok, e.deletion(alice.key)))
 	if len(e.purger.accounts) != 2 || e.purger.accounts[0] != alice.key.ID() {
 		t.Fatalf("purger calls: %v", e.purger.accounts)
 	}
@@ -475,7 +487,7 @@ func TestDeleteAccountPurgeFailureKeepsAccount(t *testing.T) {
 	alice := e.register(1, 1)
 	tok := e.login(alice, 1)
 	e.purger.fail = true
-	r := e.do("DELETE", "/v1/accounts/"+alice.id(), tok, nil)
+	r := e.do("DELETE", "/v1/accounts/"+alice.id(), tok, e.deletion(alice.key))
 	if r.status != 500 || r.errorCode() != "internal" || strings.Contains(string(r.body), "unreachable") {
 		t.Fatalf("purge failure: %d %s", r.status, r.body)
 	}
