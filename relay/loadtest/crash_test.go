@@ -109,17 +109,23 @@ func TestCrashKeepsAcceptedMessages(t *testing.T) {
 			}
 		}()
 	}
-	for k := range kills {
-		target := int64(want) * int64(k+1) / (kills + 1)
-		for nAccepted.Load() < target+int64(rand.IntN(200)) {
+	deadline := time.Now().Add(3 * time.Minute)
+	waitAccepted := func(n int64) {
+		for nAccepted.Load() < n {
+			if time.Now().After(deadline) {
+				stop()
+				wg.Wait()
+				t.Fatalf("only %d of %d sends accepted in 3 minutes", nAccepted.Load(), want)
+			}
 			time.Sleep(5 * time.Millisecond)
 		}
+	}
+	for k := range kills {
+		waitAccepted(int64(want)*int64(k+1)/(kills+1) + int64(rand.IntN(200)))
 		kill()
 		start()
 	}
-	for nAccepted.Load() < want {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitAccepted(want)
 	stop()
 	wg.Wait()
 
