@@ -30,8 +30,8 @@ import (
 	"github.com/sotto-im/sotto/client/store/memstore"
 	"github.com/sotto-im/sotto/crypto"
 	"github.com/sotto-im/sotto/internal/token"
-	"github.com/sotto-im/sotto/reliability/internal/harness"
 	"github.com/sotto-im/sotto/relay/wire"
+	"github.com/sotto-im/sotto/reliability/internal/harness"
 )
 
 // tokens mints device tokens with the server's own key (read from its data
