@@ -1,0 +1,254 @@
+// Command sotto-soak runs a relay in a child process under steady load from
+// thousands of simulated devices for a long time (30 minutes by default),
+// samples the relay's resident memory, Go heap, goroutines, open files and
+// on-disk queue size, and checks that they stay flat and that no send was
+// refused. It prints a sample table and a summary, and exits 1 if the relay
+// grew or failed.
+//
+//	go run ./reliability/cmd/sotto-soak -duration 30m -devices 2000
+//
+// The relay is the one the relay load tool builds (relay/loadtest): a real
+// Pebble store, durable sends, real WebSockets on loopback; senders send
+// sealed messages to random devices, which acknowledge each at once.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sotto-im/sotto/relay/loadtest"
+)
+
+func main() {
+	log.SetFlags(0)
+	log.SetPrefix("sotto-soak: ")
+	serve := flag.Bool("serve", false, "internal: run the relay (the child process)")
+	dir := flag.String("dir", "", "relay data directory (default: a temporary directory)")
+	duration := flag.Duration("duration", 30*time.Minute, "how long to soak")
+	devices := flag.Int("devices", 2000, "simulated receiving devices, each with its own WebSocket")
+	senders := flag.Int("senders", 16, "sending connections")
+	rate := flag.Float64("rate", 400, "messages per second, steady")
+	payload := flag.Int("payload", 512, "message size in bytes")
+	every := flag.Duration("sample", 15*time.Second, "sampling interval")
+	growth := flag.Float64("max-growth", 0.25, "largest allowed growth of a resource from the first to the last quarter of the run")
+	seed := flag.String("seed", "sotto-soak", "fixture seed")
+	flag.Parse()
+	f := loadtest.Fixture{Seed: *seed, Accounts: *devices + *senders}
+	raiseFileLimit()
+
+	if *serve {
+		runRelay(*dir, f)
+		return
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "sotto-soak-")
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer os.RemoveAll(d)
+		*dir = d
+	}
+	self, err := os.Executable()
+	if err != nil {
+		log.Fatal(err)
+	}
+	child := exec.Command(self, "-serve", "-dir", *dir, "-seed", *seed, "-devices", strconv.Itoa(*devices), "-senders", strconv.Itoa(*senders))
+	child.Stderr = os.Stderr
+	out, err := child.StdoutPipe()
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		log.Fatal(err)
+	}
+	defer func() {
+		child.Process.Signal(syscall.SIGTERM)
+		child.Wait()
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		log.Fatalf("relay did not start: %v", err)
+	}
+	base := strings.TrimSpace(line)
+	pid := child.Process.Pid
+	fmt.Printf("relay pid %d at %s; %d devices, %d senders, %.0f msg/s of %d bytes for %v\n", pid, base, *devices, *senders, *rate, *payload, *duration)
+
+	type runOut struct {
+		res loadtest.Result
+		err error
+	}
+	done := make(chan runOut, 1)
+	warmup := 30 * time.Second
+	go func() {
+		res, err := loadtest.Run(ctx, loadtest.Options{URL: base, Fixture: f, Devices: *devices, Senders: *senders, InFlight: 8,
+			Rate: *rate, Payload: *payload, Warmup: warmup, Duration: *duration})
+		done <- runOut{res, err}
+	}()
+
+	var samples []sample
+	fmt.Printf("%8s %10s %10s %10s %6s %10s\n", "t", "rss_MiB", "heap_MiB", "goroutines", "fds", "disk_MiB")
+	tick := time.NewTicker(*every)
+	defer tick.Stop()
+	start := time.Now()
+	var res runOut
+loop:
+	for {
+		select {
+		case res = <-done:
+			break loop
+		case <-tick.C:
+			s, err := take(base, pid, *dir)
+			if err != nil {
+				log.Printf("sample: %v", err)
+				continue
+			}
+			s.At = time.Since(start)
+			samples = append(samples, s)
+			fmt.Printf("%8s %10.1f %10.1f %10d %6d %10.1f\n", s.At.Round(time.Second), mib(s.RSS), mib(s.Heap), s.Goroutines, s.FDs, mib(s.Disk))
+		}
+	}
+	if res.err != nil {
+		log.Fatalf("load: %v", res.err)
+	}
+	b, _ := json.Marshal(res.res)
+	fmt.Printf("load result: %s\n", b)
+
+	// Compare the first and last quarter of the measured samples (after
+	// the warmup, while all devices are connected).
+	var measured []sample
+	for _, s := range samples {
+		if s.At > warmup {
+			measured = append(measured, s)
+		}
+	}
+	ok := true
+	if len(measured) < 8 {
+		log.Printf("only %d samples after the warmup: too short to judge flatness", len(measured))
+		ok = false
+	} else {
+		q := len(measured) / 4
+		first, last := measured[:q], measured[len(measured)-q:]
+		for _, r := range []struct {
+			name string
+			get  func(sample) float64
+			min  float64 // absolute slack under which growth is ignored
+		}{
+			{"rss", func(s sample) float64 { return float64(s.RSS) }, 16 << 20},
+			{"heap", func(s sample) float64 { return float64(s.Heap) }, 16 << 20},
+			{"goroutines", func(s sample) float64 { return float64(s.Goroutines) }, 50},
+			{"fds", func(s sample) float64 { return float64(s.FDs) }, 20},
+			{"disk", func(s sample) float64 { return float64(s.Disk) }, 64 << 20},
+		} {
+			a, z := median(first, r.get), median(last, r.get)
+			g := 0.0
+			if a > 0 {
+				g = (z - a) / a
+			}
+			verdict := "flat"
+			if z-a > r.min && g > *growth {
+				verdict = "GREW"
+				ok = false
+			}
+			fmt.Printf("%-10s first quarter %12.0f  last quarter %12.0f  growth %+6.1f%%  %s\n", r.name, a, z, 100*g, verdict)
+		}
+	}
+	if res.res.Refused > 0 {
+		fmt.Printf("refused sends: %d\n", res.res.Refused)
+		ok = false
+	}
+	fmt.Printf("summary: %v soak, %d devices, %d messages received (%.0f/s), p99 latency %.1f ms, refused %d, %s\n",
+		*duration, *devices, res.res.Received, res.res.MsgsPerSec, res.res.P99us/1000, res.res.Refused, map[bool]string{true: "PASS", false: "FAIL"}[ok])
+	if !ok {
+		os.Exit(1)
+	}
+}
+
+type sample struct {
+	At         time.Duration
+	RSS, Heap  int64
+	Goroutines int
+	FDs        int
+	Disk       int64
+}
+
+func take(base string, pid int, dir string) (sample, error) {
+	var s sample
+	resp, err := http.Get(base + loadtest.MemPath)
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	var ms loadtest.MemStats
+	if err := json.NewDecoder(resp.Body).Decode(&ms); err != nil {
+		return s, err
+	}
+	s.RSS, s.Heap, s.Goroutines = ms.RSS, ms.HeapInuse, ms.Goroutines
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return s, err
+	}
+	s.FDs = len(fds)
+	filepath.WalkDir(dir, func(_ string, de fs.DirEntry, err error) error {
+		if err == nil && de.Type().IsRegular() {
+			if fi, err := de.Info(); err == nil {
+				s.Disk += fi.Size()
+			}
+		}
+		return nil
+	})
+	return s, nil
+}
+
+func median(ss []sample, get func(sample) float64) float64 {
+	v := make([]float64, len(ss))
+	for i, s := range ss {
+		v[i] = get(s)
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+func runRelay(dir string, f loadtest.Fixture) {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	r, err := loadtest.StartRelay(dir, "127.0.0.1:0", f, logger, map[string]http.Handler{loadtest.MemPath: loadtest.MemHandler()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(r.URL)
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	<-ctx.Done()
+	if err := r.Close(); err != nil {
+		log.Print(err)
+	}
+}
+
+// raiseFileLimit lifts the soft limit on open files to the hard limit:
+// every simulated device holds a socket.
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
+		l.Cur = l.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
