@@ -316,11 +316,18 @@ func (e *protocolError) Error() string { return "relay: protocol violation: " + 
 
 var errInternal = errors.New("relay: internal error")
 
+// noCancel returns the context of frame reads and writes. A read, or a
+// write blocked on a device that stopped reading, is ended by closing the
+// WebSocket (the missed keepalive does that, as do displacement, purge and
+// shutdown), so neither needs a cancelable context, which would cost an
+// allocation and a registration per frame.
+func noCancel() context.Context { return context.Background() }
+
 func (c *conn) readLoop(ctx context.Context) error {
 	s := c.s
 	var sem chan struct{}
 	for {
-		frame, err := c.wc.ReadFrame(context.Background())
+		frame, err := c.wc.ReadFrame(noCancel())
 		if err != nil {
 			return err
 		}
@@ -447,7 +454,7 @@ func (c *conn) sendLoop(ctx context.Context) error {
 		case k := <-c.acks:
 			delete(d.inflight, k)
 		case f := <-c.out:
-			if err := c.wc.WriteFrame(ctx, f); err != nil {
+			if err := c.wc.WriteFrame(noCancel(), f); err != nil {
 				return err
 			}
 		}
@@ -501,7 +508,7 @@ func (c *conn) fill(ctx context.Context, window int) error {
 		dm := wire.Deliver{Cursor: m.Key, ID: m.ID, Priority: m.Priority,
 			StoredMillis: uint64(m.Stored.UnixMilli()), Header: m.Header, Body: m.Body}
 		d.buf = dm.Append(d.buf[:0])
-		if err := c.wc.WriteFrame(ctx, d.buf); err != nil {
+		if err := c.wc.WriteFrame(noCancel(), d.buf); err != nil {
 			return err
 		}
 		d.inflight[m.Key] = struct{}{}
@@ -515,7 +522,7 @@ func (c *conn) fill(ctx context.Context, window int) error {
 	}
 	if !d.more && !d.drained {
 		d.drained = true
-		if err := c.wc.WriteFrame(ctx, wire.DrainedFrame()); err != nil {
+		if err := c.wc.WriteFrame(noCancel(), wire.DrainedFrame()); err != nil {
 			return err
 		}
 	}
