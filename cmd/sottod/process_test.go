@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -22,6 +23,8 @@ import (
 	"github.com/sotto-im/sotto/client/store"
 	"github.com/sotto-im/sotto/client/store/memstore"
 	"github.com/sotto-im/sotto/crypto"
+	relaystore "github.com/sotto-im/sotto/relay/store"
+	"github.com/sotto-im/sotto/relay/store/pebblestore"
 )
 
 // These tests build the real sottod binary and run it as a process.
@@ -407,4 +410,98 @@ func TestProcessBackupWhileMessagesFlow(t *testing.T) {
 		bob.waitText(m.text)
 	}
 	srv2.stop()
+}
+
+// TestRelayDiskHoldsNoPlaintext sends messages and an attachment whose
+// plaintext carries a marker through the real client encryption to an
+// offline recipient, so that their ciphertext sits in the relay, then scans
+// every byte under the server's data directory: the marker never appears;
+// and the messages the relay stores never name their sender (sealed sender).
+func TestRelayDiskHoldsNoPlaintext(t *testing.T) {
+	data, addr := t.TempDir(), freeAddr(t)
+	srv := startSottod(t, nil, "--listen", addr, "--data", data)
+	roots := []crypto.TrustRoot{srv.trust}
+	alice := newUser(t, srv.url, srv.url, roots, memstore.New(), true)
+	bobStore := memstore.New()
+	bob := newUser(t, srv.url, srv.url, roots, bobStore, true)
+	ab, _ := befriend(t, alice, bob)
+	bob.c.Close()
+
+	marker := "MARKER-7f3c9e1d-plaintext-must-not-reach-the-relay"
+	ctx := context.Background()
+	att, err := alice.c.UploadAttachment(ctx, strings.NewReader(strings.Repeat(marker, 2000)), "text/plain", "marker.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []client.MessageID
+	for i := range 20 {
+		d := client.Text(fmt.Sprintf("%s %d", marker, i))
+		if i == 0 {
+			d = d.WithAttachment(att)
+		}
+		id, err := alice.c.Send(ctx, ab, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	for _, id := range ids {
+		alice.waitStatus(ab, id, client.StatusSent)
+	}
+
+	scan := func(root string, needles ...[]byte) (files int) {
+		filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return nil
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files++
+			for _, n := range needles {
+				if strings.Contains(string(b), string(n)) {
+					t.Errorf("%s holds %q", path, n)
+				}
+			}
+			return nil
+		})
+		return files
+	}
+	if n := scan(data, []byte(marker)); n == 0 {
+		t.Fatal("scanned no files")
+	}
+	alice.c.Close()
+	srv.stop()
+
+	// What the relay holds for Bob names Bob, not Alice: the sender is
+	// inside the sealed envelope. (The relay does know Alice as a user of
+	// her own queue; that is not what this checks.)
+	db, err := pebblestore.Open(filepath.Join(data, relayDir), pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := relaystore.QueueID{Account: bob.c.Account(), Device: bob.c.Device()}
+	msgs, err := db.Fetch(ctx, q, relaystore.Cursor{}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) < len(ids) {
+		t.Fatalf("relay holds %d messages for bob, want at least %d", len(msgs), len(ids))
+	}
+	aliceID := alice.c.Account()
+	for _, m := range msgs {
+		for _, b := range [][]byte{m.Header, m.Body} {
+			if bytes.Contains(b, aliceID[:]) || bytes.Contains(b, []byte(aliceID.String())) || bytes.Contains(b, []byte(marker)) {
+				t.Fatal("a stored message names its sender or carries plaintext")
+			}
+		}
+	}
+	db.Close()
+
+	srv = startSottod(t, nil, "--listen", addr, "--data", data)
+	// The control: the recipient does decrypt them.
+	bob = newUser(t, srv.url, srv.url, roots, bobStore, false)
+	bob.waitText(marker + " 19")
+	srv.stop()
 }
