@@ -205,8 +205,12 @@ func accept(ik *IdentityPrivateKey, self Address, keys PreKeyLookup, m *message)
 			return nil, nil, used, fmt.Errorf("crypto: pqxdh: one-time prekey %d: %w", p.oneTimePreKeyID, err)
 		}
 	}
-	if spk == nil || spk.Private == nil || kpk == nil || kpk.Private == nil || (p.hasOneTime && (opk == nil || opk.Private == nil)) {
-		return nil, nil, used, fmt.Errorf("crypto: pqxdh: prekey lookup returned no key: %w", ErrUnknownPreKey)
+	if spk == nil || spk.Private == nil || spk.ID != p.signedPreKeyID ||
+		kpk == nil || kpk.Private == nil || kpk.ID != p.kemPreKeyID ||
+		(p.hasOneTime && (opk == nil || opk.Private == nil || opk.ID != p.oneTimePreKeyID)) {
+		// A lookup that returns nothing, or a key under another ID, would
+		// make the caller delete the wrong key.
+		return nil, nil, used, fmt.Errorf("crypto: pqxdh: prekey lookup returned no key or another ID: %w", ErrUnknownPreKey)
 	}
 
 	dh1, err := x25519(spk.Private, initiatorID.X25519())

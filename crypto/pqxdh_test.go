@@ -213,6 +213,12 @@ func TestAcceptSessionHostile(t *testing.T) {
 			}
 		})
 	}
+	// A lookup that answers with a key under another ID is refused, so
+	// that PreKeysUsed never names a key other than the one used.
+	b.spk[99] = b.spk[1]
+	if _, _, _, err := AcceptSession(b.ik, b.addr, b, edit(func(m *message) { m.preKey.signedPreKeyID = 99 })); !errors.Is(err, ErrUnknownPreKey) {
+		t.Fatalf("key under another ID: %v", err)
+	}
 	if _, _, _, err := AcceptSession(b.ik, b.addr, b, good); err != nil {
 		t.Fatalf("genuine message: %v", err)
 	}
