@@ -24,9 +24,10 @@ var pqxdhPrefix = [32]byte{
 }
 
 // PreKeyLookup gives [AcceptSession] the responder's private prekeys by
-// ID. Implementations return an error wrapping [ErrUnknownPreKey] for an
-// ID they do not hold, in particular for a one-time prekey already
-// consumed and deleted. The returned keys must be kept secret.
+// ID. Each method returns the key pair with exactly that ID, or an error
+// wrapping [ErrUnknownPreKey] for an ID it does not hold, in particular
+// for a one-time prekey already consumed and deleted. The returned keys
+// must be kept secret.
 type PreKeyLookup interface {
 	SignedPreKey(id uint32) (*SignedPreKeyPair, error)
 	KEMPreKey(id uint32) (*KEMPreKeyPair, error)
