@@ -10,6 +10,11 @@ import (
 //
 //	go test -run '^$' -bench 'PQXDH|Ratchet|WireOverhead' -count 5 ./crypto
 
+// BenchmarkPQXDH measures session setup with a bundle holding a one-time
+// prekey and a one-time KEM prekey: initiator = InitiateSession (bundle
+// signatures verified) plus the first prekey message of 64 bytes;
+// responder = AcceptSession of that message (PQXDH and its decryption);
+// both = the two in sequence.
 func BenchmarkPQXDH(b *testing.B) {
 	a, bd := newTestDevice(b, 1), newTestDevice(b, 2)
 	bundle := bd.bundle(true, true)
