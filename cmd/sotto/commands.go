@@ -357,8 +357,8 @@ func cmdSend(a *app, args []string) error {
 	switch {
 	case haveText:
 		text = pos[1]
-	case control, len(attach) > 0 && *edit == "", *expire != "" && isTerminal(a.stdin):
-		// Nothing to read.
+	case control, (len(attach) > 0 || *expire != "") && *edit == "" && isTerminal(a.stdin):
+		// Nothing to read: a caption or text is optional here.
 	default:
 		if isTerminal(a.stdin) {
 			fmt.Fprintln(a.stderr, "sotto: reading the message from stdin; end it with Ctrl-D")

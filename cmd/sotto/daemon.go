@@ -210,22 +210,36 @@ type rpcResponse struct {
 	Error   *rpcError       `json:"error,omitempty"`
 }
 
+// parseRequest decodes one JSON-RPC request (untrusted bytes from any
+// local client); a nil error means it may be dispatched.
+func parseRequest(line []byte) (rpcRequest, *rpcError) {
+	var req rpcRequest
+	if err := json.Unmarshal(line, &req); err != nil {
+		return req, &rpcError{Code: -32700, Message: "parse error"}
+	}
+	if req.JSONRPC != "2.0" || req.Method == "" {
+		return req, &rpcError{Code: -32600, Message: "invalid request"}
+	}
+	if len(req.Params) > 0 && req.Params[0] != '{' && string(req.Params) != "null" {
+		return req, &rpcError{Code: -32602, Message: "invalid params: params must be an object"}
+	}
+	return req, nil
+}
+
 // call handles one request line; it returns nil for a notification.
 func (d *daemon) call(ctx context.Context, line []byte) []byte {
-	var req rpcRequest
 	resp := rpcResponse{JSONRPC: "2.0", ID: json.RawMessage("null")}
-	if err := json.Unmarshal(line, &req); err != nil {
-		resp.Error = &rpcError{Code: -32700, Message: "parse error"}
-	} else if req.JSONRPC != "2.0" || req.Method == "" {
-		if req.ID != nil {
-			resp.ID = req.ID
-		}
-		resp.Error = &rpcError{Code: -32600, Message: "invalid request"}
+	req, perr := parseRequest(line)
+	if req.ID != nil {
+		resp.ID = req.ID
+	}
+	if perr != nil {
+		resp.Error = perr
 	} else {
-		if req.ID != nil {
-			resp.ID = req.ID
-		}
 		res, err := d.dispatch(ctx, req.Method, req.Params)
+		if req.ID == nil {
+			return nil
+		}
 		if err != nil {
 			resp.Error = rpcErrorFor(err)
 		} else {
@@ -233,9 +247,6 @@ func (d *daemon) call(ctx context.Context, line []byte) []byte {
 				res = map[string]any{}
 			}
 			resp.Result = res
-		}
-		if req.ID == nil {
-			return nil
 		}
 	}
 	b, _ := json.Marshal(resp)
