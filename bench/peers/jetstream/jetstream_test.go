@@ -12,12 +12,12 @@ import (
 var (
 	latencyFor = flag.Duration("js.latency", 5*time.Second, "how long the fixed-rate latency run publishes")
 	rate       = flag.Int("js.rate", 2000, "messages per second in the latency run")
+	devices    = flag.Int("js.devices", 1000, "device subjects, one consumer each")
 	msgs       = flag.Int("js.msgs", 0, "messages per throughput run in the default sync mode (0: b.N)")
 	msgsSync   = flag.Int("js.msgs-sync", 0, "messages per throughput run with SyncAlways (0: b.N)")
 )
 
 const (
-	devices  = 1000
 	msgSize  = 256
 	subConns = 4
 )
@@ -25,7 +25,7 @@ const (
 func startEnv(dir string, syncAlways, shared bool) (*Env, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return Start(ctx, Config{Dir: dir, SyncAlways: syncAlways, Devices: devices, SubConns: subConns, Shared: shared})
+	return Start(ctx, Config{Dir: dir, SyncAlways: syncAlways, Devices: *devices, SubConns: subConns, Shared: shared})
 }
 
 func start(tb testing.TB, syncAlways, shared bool) *Env {
@@ -158,13 +158,13 @@ func latency(b *testing.B, e *Env) {
 	// Warm up: one message per device, so every consumer has pulled before timing.
 	warm := make([]byte, msgSize)
 	base := e.Acked()
-	for i := range devices {
+	for i := range *devices {
 		Stamp(warm, time.Now())
 		if err := e.Publish(i, warm); err != nil {
 			b.Fatal(err)
 		}
 	}
-	if err := e.WaitAcked(ctx, base+devices); err != nil {
+	if err := e.WaitAcked(ctx, base+int64(*devices)); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()

@@ -68,12 +68,12 @@ func allJobs(o *options) []*job {
 			count: 1, quickCount: 1, timeout: 5 * time.Minute},
 		{id: "peers/disk", system: "floor", kind: "gotest", module: "peers", pkg: "./floor", bench: "^BenchmarkDisk$",
 			benchtime: "1s", quickBenchtime: "300ms", count: 1, quickCount: 1, timeout: 2 * time.Minute},
-		{id: "sotto/keyserver", system: "sotto", kind: "gotest", module: "main", pkg: "./keyserver", bench: "BundleFetch",
+		{id: "sotto/keyserver", system: "sotto", kind: "gotest", module: "main", pkg: "./keyserver", bench: "^Benchmark(BundleFetch|HTTPFloor)$",
 			benchtime: "1s", quickBenchtime: "200ms", count: 1, quickCount: 1, timeout: 5 * time.Minute},
 		{id: "sotto/client", system: "sotto", kind: "gotest", module: "main", pkg: "./client", bench: "ClientToClient",
 			// A fixed count: each call sets up two accounts with encrypted stores, so letting the
 			// benchmark ramp b.N up would mostly time that setup.
-			benchtime: "100x", quickBenchtime: "20x", count: 1, quickCount: 1, timeout: 5 * time.Minute},
+			benchtime: "100x", quickBenchtime: "5x", count: 1, quickCount: 1, timeout: 5 * time.Minute},
 	}
 }
 
@@ -84,7 +84,7 @@ func allJobs(o *options) []*job {
 func relayLoadRuns(o *options) [][]string {
 	dur, warm, conns := "4s", "1s", "5000"
 	if o.quick {
-		dur, warm, conns = "1500ms", "500ms", "1000"
+		dur, warm, conns = "1s", "300ms", "500"
 	}
 	return [][]string{
 		{"-mode", "throughput", "-devices", "1000", "-payload", "256", "-duration", dur, "-warmup", warm},
@@ -282,7 +282,8 @@ func (j *job) runGoTest(ctx context.Context, o *options, res *results) error {
 		// (SyncAlways is an order of magnitude slower, so fewer), then latency at 2,000 msgs/s.
 		flags := []string{"-js.msgs=30000", "-js.msgs-sync=4000", "-js.latency=3s"}
 		if o.quick {
-			flags = []string{"-js.msgs=5000", "-js.msgs-sync=1000", "-js.latency=1s"}
+			// a smoke run: fewer devices, so that setting up the consumers does not dominate
+			flags = []string{"-js.msgs=3000", "-js.msgs-sync=500", "-js.latency=1s", "-js.devices=200"}
 		}
 		return j.exec(ctx, res, append(append(args, flags...), "-test.bench", "^BenchmarkJetStream$", "-test.benchtime", "1x"))
 	}
@@ -360,7 +361,7 @@ func (j *job) runNode(ctx context.Context, o *options, res *results) error {
 	cmd.Dir = j.dir
 	ms, warm := "400", "150"
 	if o.quick {
-		ms, warm = "60", "20"
+		ms, warm = "30", "10"
 	}
 	cmd.Env = append(os.Environ(), "MIN_MS="+ms, "WARM_MS="+warm)
 	var stderr bytes.Buffer
