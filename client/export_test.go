@@ -29,3 +29,14 @@ func init() { testOnlyExportWorkFactor = 10 }
 
 // SweepForTest runs the deletion of disappeared messages now.
 func (c *Client) SweepForTest() (int, error) { return c.sweepDisappeared(context.Background()) }
+
+// MaintainPreKeysForTest runs the prekey maintenance now.
+func (c *Client) MaintainPreKeysForTest() error { return c.maintainPreKeys(context.Background()) }
+
+// SignedPreKeyIDsForTest lists the stored signed prekey IDs and the current one.
+func (c *Client) SignedPreKeyIDsForTest() ([]uint32, uint32, error) {
+	ids, err := c.st.PreKeyIDs(context.Background(), store.SignedEC)
+	c.idMu.Lock()
+	defer c.idMu.Unlock()
+	return ids, c.id.signedID, err
+}
