@@ -13,10 +13,44 @@
 // [SafetyNumberEvent] and [ConnectionEvent].
 //
 //	c, err := client.Create(ctx, client.Options{Dir: dir, Passphrase: pw, KeyServerURL: ks, RelayURL: relay, TrustRoots: roots})
-//	invite := c.Invite()                      // give this to a friend (text or QR payload)
+//	invite := c.Invite(false).String()        // give this to a friend (text or QR payload)
 //	peer, err := c.AddContact(ctx, theirInvite)
 //	id, err := c.Send(ctx, peer.Conversation, client.Text("hello"))
 //	for ev := range c.Events() { ... }
+//
+// What an app finds here:
+//
+//   - accounts and devices: [Create], [Open], [Link] with [Client.LinkDevice]
+//     (a [LinkCode] shown as text or QR payload), [Client.Devices],
+//     [Client.RemoveDevice], [Client.ChangePassphrase], [Client.Export] and
+//     [Import];
+//   - contacts: [Client.Invite] / [ParseInvite], [Client.AddContact],
+//     [Client.AddContactByHandle], [Client.SetBlocked], [Client.SafetyNumber]
+//     and [Client.SetVerified];
+//   - messages: [Client.Send] with [Text] (replies, attachments from
+//     [Client.UploadAttachment], fetched with [Client.DownloadAttachment]),
+//     [Client.React], [Client.Edit] and [Client.Delete] (within
+//     [DeleteWindow]), [Client.SetTimer] (disappearing messages),
+//     [Client.MarkRead], [Client.SetTyping];
+//   - groups: [Client.CreateGroup], [Client.AddMembers],
+//     [Client.RemoveMembers], [Client.Rename], [Client.SetAdmin],
+//     [Client.Leave];
+//   - history: [Client.History] (paging backwards), [Client.HistorySince]
+//     (seek by time), [Client.Search], [Client.Message].
+//
+// # Reliability
+//
+// A sent message is stored (status [StatusPending]) and placed in the
+// outbox before Send returns; the outbox retries with exponential backoff
+// and jitter until the relay accepts it ([StatusSent]); receipts move it to
+// [StatusDelivered] and [StatusRead]. On the relay's 409 (the recipient's
+// devices changed) the client refreshes the device list, warns, and retries.
+// Received messages are processed in order: opened, decrypted, stored, and
+// only then acknowledged to the relay, so a crash loses nothing; a message
+// that does not decrypt makes the client ask its sender to resend it over a
+// fresh session. One-time prekeys are refilled below
+// [PreKeyRefillThreshold]; the signed and last-resort prekeys are rotated
+// every [SignedPreKeyRotation], and old ones kept for [SignedPreKeyGrace].
 //
 // # Security properties
 //
