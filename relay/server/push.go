@@ -112,6 +112,18 @@ func (p *pusher) prune(now time.Time) {
 	}
 }
 
+// forget drops the coalescing state of the devices match selects (purged
+// ones).
+func (p *pusher) forget(match func(store.QueueID) bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for q := range p.mu.last {
+		if match(q) {
+			delete(p.mu.last, q)
+		}
+	}
+}
+
 func (p *pusher) runWorker() {
 	defer p.s.wg.Done()
 	for {

@@ -338,37 +338,47 @@ func (s *Server) SetAccessKey(ctx context.Context, account crypto.AccountID, key
 }
 
 // PurgeDevice closes the device's connection (4003) and deletes everything
-// the relay holds for it. The key server calls it when a device is removed.
+// the relay holds for it: its queue, idempotency records, counters and push
+// endpoint (and its in-memory wakeup state). The key server calls it when a
+// device is removed.
 func (s *Server) PurgeDevice(ctx context.Context, q store.QueueID) error {
 	s.closeWhere(func(c *conn) bool { return c.q == q })
 	if err := s.queues.PurgeDevice(ctx, q); err != nil {
 		return fmt.Errorf("relay: purge device: %w", err)
 	}
-	if err := s.devices.SetPushEndpoint(ctx, q, ""); err != nil {
+	// Queues and Devices are usually one store, in which case this finds
+	// nothing left; it is what erases the records of a separate one.
+	if err := s.devices.PurgeDevice(ctx, q); err != nil {
 		return fmt.Errorf("relay: purge device: %w", err)
 	}
+	s.push.forget(func(p store.QueueID) bool { return p == q })
 	s.log.Info("relay: purged device", "queue", q.String())
 	return nil
 }
 
-// PurgeAccount closes the account's connections (4003) and deletes its
-// queues and blobs. The key server calls it when an account is deleted;
-// sends to the account are refused from then on because the Directory no
-// longer knows it.
+// PurgeAccount closes the account's connections (4003) and deletes
+// everything the relay holds for it: queues, bodies, idempotency records,
+// counters, the access key hash, every device's push endpoint, blobs, and
+// its in-memory rate and wakeup state. The key server calls it when an
+// account is deleted; sends to the account are refused from then on because
+// the Directory no longer knows it, and sealed sends also because no access
+// key hash is registered any more.
 func (s *Server) PurgeAccount(ctx context.Context, account crypto.AccountID) error {
 	s.closeWhere(func(c *conn) bool { return c.q.Account == account })
+	defer s.forgetAccessKey(account)
 	if err := s.queues.PurgeAccount(ctx, account); err != nil {
+		return fmt.Errorf("relay: purge account: %w", err)
+	}
+	if err := s.devices.PurgeAccount(ctx, account); err != nil {
 		return fmt.Errorf("relay: purge account: %w", err)
 	}
 	if err := s.blobs.PurgeAccount(ctx, account); err != nil {
 		return fmt.Errorf("relay: purge account: %w", err)
 	}
-	// Nobody can pass an all-zero key's hash check by chance: this revokes
-	// sealed sends even if the Directory lags behind.
-	defer s.forgetAccessKey(account)
-	if err := s.devices.SetAccessKeyHash(ctx, account, [32]byte{}); err != nil {
-		return fmt.Errorf("relay: purge account: %w", err)
-	}
+	s.limiters.Lock()
+	delete(s.limiters.m, account)
+	s.limiters.Unlock()
+	s.push.forget(func(p store.QueueID) bool { return p.Account == account })
 	s.log.Info("relay: purged account")
 	return nil
 }

@@ -94,9 +94,11 @@ type Queues interface {
 	Ack(ctx context.Context, q QueueID, key Cursor) error
 	// Depth reports the number of messages and bytes held in q.
 	Depth(ctx context.Context, q QueueID) (messages int, bytes int64, err error)
-	// PurgeDevice deletes everything held for one device.
+	// PurgeDevice deletes everything held for one device: its queue,
+	// idempotency records and counters.
 	PurgeDevice(ctx context.Context, q QueueID) error
-	// PurgeAccount deletes everything held for an account.
+	// PurgeAccount deletes everything held for an account and every device
+	// of it.
 	PurgeAccount(ctx context.Context, account crypto.AccountID) error
 	// Sweep deletes messages whose Expires is before now; it returns how
 	// many.
@@ -114,6 +116,16 @@ type Devices interface {
 	SetPushEndpoint(ctx context.Context, q QueueID, url string) error
 	// PushEndpoint returns a device's wakeup URL, "" if none.
 	PushEndpoint(ctx context.Context, q QueueID) (string, error)
+	// PurgeDevice deletes every record held for one device (its push
+	// endpoint), durably.
+	PurgeDevice(ctx context.Context, q QueueID) error
+	// PurgeAccount deletes every record held for an account (its access key
+	// hash) and for each of its devices, durably: afterwards the store holds
+	// nothing that names the account. The method has the same signature as
+	// [Queues.PurgeAccount] (and PurgeDevice as [Queues.PurgeDevice]) so
+	// that one store implementing both interfaces erases queues and
+	// records in one operation.
+	PurgeAccount(ctx context.Context, account crypto.AccountID) error
 }
 
 // ReadSeekCloser is what [Blobs.Open] returns: seekable so that

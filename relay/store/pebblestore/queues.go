@@ -418,8 +418,10 @@ func (o *sweepOp) apply(w *writer) error {
 	return nil
 }
 
-// PurgeDevice implements store.Queues. It also removes the device's push
-// endpoint.
+// PurgeDevice implements store.Queues and store.Devices: it removes the
+// device's queue, idempotency and expiry records, counters and push
+// endpoint, so afterwards no key or value of the database names the
+// device.
 func (d *DB) PurgeDevice(ctx context.Context, q store.QueueID) error {
 	if err := d.submit(ctx, &purgeOp{prefix: putQueueID(nil, q)}); err != nil {
 		return fmt.Errorf("pebblestore: purge %s: %w", q, err)
@@ -427,9 +429,9 @@ func (d *DB) PurgeDevice(ctx context.Context, q store.QueueID) error {
 	return nil
 }
 
-// PurgeAccount implements store.Queues. It also removes the account's access
-// key hash and its devices' push endpoints: afterwards no key of the
-// database names the account.
+// PurgeAccount implements store.Queues and store.Devices: it removes the
+// account's access key hash and, for every device of it, what PurgeDevice
+// removes, so afterwards no key or value of the database names the account.
 func (d *DB) PurgeAccount(ctx context.Context, account crypto.AccountID) error {
 	if err := d.submit(ctx, &purgeOp{prefix: account[:], account: true}); err != nil {
 		return fmt.Errorf("pebblestore: purge %s: %w", account, err)

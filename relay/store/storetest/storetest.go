@@ -752,4 +752,42 @@ func RunDevices(t *testing.T, open func(t *testing.T) store.Devices) {
 			t.Fatalf("removed: %q %v", u, err)
 		}
 	})
+	t.Run("Purge", func(t *testing.T) {
+		s := open(t)
+		for _, q := range []store.QueueID{Q(1, 1), Q(1, 2), Q(2, 1)} {
+			if err := s.SetAccessKeyHash(ctx, q.Account, [32]byte{7}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.SetPushEndpoint(ctx, q, "https://push.example/"+q.String()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.PurgeDevice(ctx, Q(1, 1)); err != nil {
+			t.Fatal(err)
+		}
+		if u, err := s.PushEndpoint(ctx, Q(1, 1)); err != nil || u != "" {
+			t.Fatalf("purged device's endpoint: %q %v", u, err)
+		}
+		if u, _ := s.PushEndpoint(ctx, Q(1, 2)); u == "" {
+			t.Fatal("PurgeDevice removed another device's endpoint")
+		}
+		if _, ok, _ := s.AccessKeyHash(ctx, Q(1, 1).Account); !ok {
+			t.Fatal("PurgeDevice removed the account's access key")
+		}
+		if err := s.PurgeAccount(ctx, Q(1, 1).Account); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := s.AccessKeyHash(ctx, Q(1, 1).Account); err != nil || ok {
+			t.Fatalf("purged account's access key: %v %v", ok, err)
+		}
+		if u, err := s.PushEndpoint(ctx, Q(1, 2)); err != nil || u != "" {
+			t.Fatalf("purged account's device endpoint: %q %v", u, err)
+		}
+		if _, ok, _ := s.AccessKeyHash(ctx, Q(2, 1).Account); !ok {
+			t.Fatal("PurgeAccount removed another account's access key")
+		}
+		if u, _ := s.PushEndpoint(ctx, Q(2, 1)); u == "" {
+			t.Fatal("PurgeAccount removed another account's endpoint")
+		}
+	})
 }
