@@ -38,6 +38,7 @@ type options struct {
 	profile    bool
 	only       string
 	skipNode   bool
+	withNode   bool
 	jsonOut    string
 	mdOut      string
 	root, peer string
@@ -54,6 +55,7 @@ func main() {
 	flag.DurationVar(&o.budget, "budget", 0, "stop starting new rounds when the next would end past this much time from the start (default 13m, 12m with -profile)")
 	flag.StringVar(&o.libsignal, "libsignal", "", "directory of the libsignal Node benchmark (bench.mjs, package.json, package-lock.json); default ../shared/anchors/libsignal relative to the repo root")
 	flag.BoolVar(&o.skipNode, "no-node", false, "skip the libsignal (Node) reference")
+	flag.BoolVar(&o.withNode, "node", false, "with -quick, include the libsignal (Node) reference (a full run always does when node is installed)")
 	flag.BoolVar(&o.profile, "profile", false, "after the run, CPU-profile each Go benchmark behind a target that is not met and print its top frames")
 	flag.StringVar(&o.only, "only", "", "run only jobs whose id contains this string (for debugging)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the JSON lines to this file")
