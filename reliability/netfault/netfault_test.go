@@ -65,6 +65,7 @@ func checkWait(t *testing.T, streams []*harness.Stream, wait time.Duration) harn
 // message that reached Sent arrives once, in order.
 func TestCutMidFrame(t *testing.T) {
 	skipShort(t)
+	t.Parallel()
 	srv := harness.StartT(t, t.TempDir())
 	px, err := harness.NewProxy(srv.Addr)
 	if err != nil {
@@ -121,6 +122,7 @@ func TestCutMidFrame(t *testing.T) {
 // relay drops the silent WebSocket and the client must notice.
 func TestHalfOpenConnection(t *testing.T) {
 	skipShort(t)
+	t.Parallel()
 	srv := harness.StartT(t, t.TempDir())
 	px, err := harness.NewProxy(srv.Addr)
 	if err != nil {
@@ -158,6 +160,7 @@ func TestHalfOpenConnection(t *testing.T) {
 // connection and keep serving others meanwhile.
 func TestSlowLorisTimedOut(t *testing.T) {
 	skipShort(t)
+	t.Parallel()
 	srv := harness.StartT(t, t.TempDir())
 	const lorises = 20
 	closed := make(chan time.Duration, lorises)
@@ -212,6 +215,7 @@ func isTimeout(err error) bool {
 // name, and a retry uploads and downloads intact.
 func TestRelayRestartDuringBlobUpload(t *testing.T) {
 	skipShort(t)
+	t.Parallel()
 	srv := harness.StartT(t, t.TempDir())
 	px, err := harness.NewProxy(srv.Addr)
 	if err != nil {
@@ -275,6 +279,7 @@ func TestRelayRestartDuringBlobUpload(t *testing.T) {
 // device lists; clients have tokens).
 func TestKeyServerDownRelayUp(t *testing.T) {
 	skipShort(t)
+	t.Parallel()
 	bin, err := harness.Binary()
 	if err != nil {
 		t.Fatal(err)
