@@ -38,7 +38,7 @@ func TestRelayStorageFaults(t *testing.T) {
 	}{
 		{"wal write error", walWrite, eio},
 		{"wal sync error", walSync, eio},
-		{"full disk", anyWrite, enospc},
+		{"full disk", anyWrite, errNoSpace},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mem := vfs.NewCrashableMem()
@@ -104,7 +104,7 @@ func TestRelayStorageFaults(t *testing.T) {
 			if err := e.db.Failed(); !errors.Is(err, pebblestore.ErrFailed) {
 				t.Fatalf("Failed() = %v", err)
 			}
-			if tc.err == enospc && !errors.Is(e.db.Failed(), syscall.ENOSPC) {
+			if tc.err == errNoSpace && !errors.Is(e.db.Failed(), syscall.ENOSPC) {
 				t.Fatalf("the failure does not name the cause: %v", e.db.Failed())
 			}
 			r, err := e.dial(bob)

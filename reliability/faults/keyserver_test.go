@@ -149,7 +149,7 @@ func (e *ksEnv) create(ctx context.Context, handle string) (*client.Client, erro
 // space again and the store is reopened, registration works and nothing
 // registered before is lost.
 func TestKeyServerStorageFaults(t *testing.T) {
-	f := &fault{match: anyWrite, err: enospc}
+	f := &fault{match: anyWrite, err: errNoSpace}
 	e := newKSEnv(t, errorfs.Wrap(vfs.Default, f))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

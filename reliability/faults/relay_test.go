@@ -68,8 +68,8 @@ func walSync(op errorfs.Op) bool {
 
 func anyWrite(op errorfs.Op) bool { return op.Kind.ReadOrWrite() == errorfs.OpIsWrite }
 
-// enospc is what a full disk answers.
-var enospc = fmt.Errorf("injected: %w", syscall.ENOSPC)
+// errNoSpace is what a full disk answers.
+var errNoSpace = fmt.Errorf("injected: %w", syscall.ENOSPC)
 
 type directory struct {
 	mu       sync.Mutex
