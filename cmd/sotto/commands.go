@@ -1106,29 +1106,123 @@ func cmdLink(a *app, args []string) error {
 	return nil
 }
 
-const exportHelp = `Usage: sotto export FILE | sotto import FILE
+const exportHelp = `Usage:
+  sotto export FILE [--force]
+  sotto import FILE --server URL [--trust-root TEXT]
 
-Not supported yet: the client library has no export or import of an
-encrypted backup. Exits 7.
+"export" writes an encrypted backup of this device (account key if it
+holds it, device keys, contacts, groups, history; not ratchet sessions,
+which are set up afresh) to FILE, under the backup passphrase from
+SOTTO_BACKUP_PASSPHRASE or a prompt. The file is as safe as that
+passphrase. It refuses to overwrite FILE without --force.
+
+"import" restores such a backup into an empty home (the store passphrase
+from SOTTO_PASSPHRASE or a prompt); the server and trust root are given
+as for "register". Use the restored device instead of the old one.
 
 Example:
-  $ sotto export backup.sotto
+  $ sotto export ~/sotto-backup.age
+  $ sotto --home ~/.sotto-restored import ~/sotto-backup.age --server https://sotto.example.org
 `
 
 func cmdExport(a *app, args []string) error {
 	fs := a.flags("export", exportHelp)
-	if _, err := a.parse(fs, args, 1, 1); err != nil {
+	force := fs.Bool("force", false, "")
+	pos, err := a.parse(fs, args, 1, 1)
+	if err != nil {
 		return err
 	}
-	return notSupported("export")
+	if _, err := os.Stat(pos[0]); err == nil && !*force {
+		return withHint(exitError, nil, pos[0]+" exists", "pass --force to overwrite it")
+	}
+	s, err := a.open(true)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	bp, err := a.passphrase("SOTTO_BACKUP_PASSPHRASE", "Backup passphrase: ", true)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(pos[0]), ".sotto-export-*")
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	defer os.Remove(f.Name())
+	if err := s.Export(a.ctx, f, bp); err != nil {
+		f.Close()
+		return fmt.Errorf("export: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if err := os.Rename(f.Name(), pos[0]); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if !a.json {
+		fmt.Fprintf(a.stdout, "exported to %s\n", pos[0])
+	}
+	return nil
 }
 
 func cmdImport(a *app, args []string) error {
 	fs := a.flags("import", exportHelp)
-	if _, err := a.parse(fs, args, 1, 1); err != nil {
+	server := fs.String("server", a.env["SOTTO_SERVER"], "")
+	rootText := fs.String("trust-root", "", "")
+	pos, err := a.parse(fs, args, 1, 1)
+	if err != nil {
 		return err
 	}
-	return notSupported("import")
+	if *server == "" {
+		return usageError("import: --server URL is required")
+	}
+	*server = strings.TrimRight(*server, "/")
+	if _, err := os.Stat(a.configPath()); err == nil {
+		return withHint(exitError, client.ErrExists, "there is already an account in "+a.home, "import into an empty --home")
+	}
+	f, err := os.Open(pos[0])
+	if err != nil {
+		return withHint(exitNotFound, err, "import: "+err.Error())
+	}
+	defer f.Close()
+	bp, err := a.passphrase("SOTTO_BACKUP_PASSPHRASE", "Backup passphrase: ", false)
+	if err != nil {
+		return err
+	}
+	pw, err := a.passphrase("SOTTO_PASSPHRASE", "New store passphrase: ", true)
+	if err != nil {
+		return err
+	}
+	if *rootText == "" {
+		if *rootText, err = a.fetchTrustRoot(*server); err != nil {
+			return err
+		}
+	}
+	root, err := crypto.ParseTrustRoot(strings.TrimSpace(*rootText))
+	if err != nil {
+		return usageError("import: --trust-root: %v", err)
+	}
+	if err := os.MkdirAll(a.home, 0o700); err != nil {
+		return err
+	}
+	c, err := client.Import(a.ctx, client.Options{Dir: a.storeDir(), Passphrase: pw,
+		KeyServerURL: *server, RelayURL: *server, TrustRoots: []crypto.TrustRoot{root}}, f, bp)
+	if err != nil {
+		os.RemoveAll(a.storeDir())
+		if errors.Is(err, crypto.ErrDecrypt) {
+			return withHint(exitError, err, "import: wrong backup passphrase or damaged file", "check SOTTO_BACKUP_PASSPHRASE")
+		}
+		return fmt.Errorf("import: %w", err)
+	}
+	defer c.Close()
+	if err := a.saveConfig(&config{Server: *server, TrustRoot: root.String(), Handles: map[string]string{}}); err != nil {
+		return err
+	}
+	if a.json {
+		return a.printJSON(map[string]any{"account": c.Account().String(), "device": uint32(c.Device())})
+	}
+	fmt.Fprintf(a.stdout, "imported account %s device %d\n", c.Account(), c.Device())
+	return nil
 }
 
 const passphraseHelp = `Usage: sotto passphrase change

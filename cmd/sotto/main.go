@@ -34,10 +34,10 @@ Commands:
   groups add NAME X... | remove NAME X... | leave NAME | rename NAME NEW
   groups list | groups info NAME
   verify TO [--mark-verified]    show the safety number of a contact
-  devices list | devices remove ID       (not supported yet)
-  link | link --accept CODE              (not supported yet)
+  devices list | devices remove ID
+  link --server URL | link --accept CODE add a device to the account
   passphrase change
-  export FILE | import FILE              (not supported yet)
+  export FILE | import FILE --server URL encrypted backup and restore
   daemon [--socket PATH | --http ADDR]   JSON-RPC 2.0 daemon
 
 TO is @handle, a contact name, an account ID, or group:NAME.
@@ -53,6 +53,8 @@ Environment:
                         (without echo) when stdin is a terminal, and fails
                         otherwise
   SOTTO_NEW_PASSPHRASE  the new passphrase for "passphrase change"
+  SOTTO_BACKUP_PASSPHRASE  the passphrase of export and import files
+  SOTTO_SERVER          default for --server
 
 Exit codes:
   0  success
@@ -62,7 +64,6 @@ Exit codes:
   4  rate limited by the server
   5  untrusted identity change (a contact's keys changed)
   6  not found (contact, group, message or account)
-  7  not supported yet by this version
 
 Output is plain text without colour or progress animation unless stdout is
 a terminal. Errors print as "sotto: error: ..." with "sotto: hint: ..."

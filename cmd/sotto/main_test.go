@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,9 +87,10 @@ func startServer(t *testing.T) string {
 
 // home is one account's home directory, used through the real binary.
 type home struct {
-	t    *testing.T
-	name string
-	dir  string
+	t     *testing.T
+	name  string
+	dir   string
+	extra []string // more environment
 }
 
 func newHome(t *testing.T, name string) *home {
@@ -102,7 +104,8 @@ func (h *home) env() []string {
 			env = append(env, kv)
 		}
 	}
-	return append(env, "SOTTO_HOME="+h.dir, "SOTTO_PASSPHRASE=correct horse "+h.name)
+	env = append(env, "SOTTO_HOME="+h.dir, "SOTTO_PASSPHRASE=correct horse "+h.name)
+	return append(env, h.extra...)
 }
 
 // run runs sotto with stdin (not a terminal) and returns its output and
@@ -319,7 +322,34 @@ func TestCLI(t *testing.T) {
 		},
 	)
 
+	// Carol is idle from here on: her backup and restore run beside the
+	// daemon and chat tests.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); testExportImport(t, url, carol) }()
 	t.Run("daemon", func(t *testing.T) { testDaemonAndChat(t, alice, bob, accounts) })
+	wg.Wait()
+}
+
+// testExportImport backs carol's device up and restores it into a new
+// home, whose history then holds the group message.
+func testExportImport(t *testing.T, url string, carol *home) {
+	file := filepath.Join(t.TempDir(), "carol.backup")
+	restored := newHome(t, "carol2")
+	carol.extra = []string{"SOTTO_BACKUP_PASSPHRASE=backup words"}
+	restored.extra = carol.extra
+	if o, e, code := carol.run("", "export", file); code != 0 {
+		t.Errorf("export: exit %d: %s %s", code, o, e)
+		return
+	}
+	if o, e, code := restored.run("", "import", file, "--server", url); code != 0 || !strings.Contains(o, "imported account") {
+		t.Errorf("import: exit %d: %s %s", code, o, e)
+		return
+	}
+	o, e, code := restored.run("", "--json", "history", "group:trio")
+	if code != 0 || !strings.Contains(o, `"text":"hello trio"`) {
+		t.Errorf("history after import: exit %d: %s %s", code, o, e)
+	}
 }
 
 // rpcConn is a JSON-RPC client on the daemon's socket.
@@ -414,7 +444,14 @@ func (c *rpcConn) waitNote(text string, earlier []map[string]any) map[string]any
 // startDaemon runs "sotto daemon --socket" for h.
 func startDaemon(t *testing.T, h *home) string {
 	sock := filepath.Join(h.dir, "d.sock")
-	cmd := exec.Command(sottoBin, "daemon", "--socket", sock)
+	runDaemon(t, h, "listening on unix:", "--socket", sock)
+	return sock
+}
+
+// runDaemon runs "sotto daemon ARGS" for h and returns what follows
+// ready in its first line of output.
+func runDaemon(t *testing.T, h *home, ready string, args ...string) string {
+	cmd := exec.Command(sottoBin, append([]string{"daemon"}, args...)...)
 	cmd.Env = h.env()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -439,21 +476,22 @@ func startDaemon(t *testing.T, h *home) string {
 			t.Error("daemon did not stop on SIGTERM")
 		}
 	})
-	ready := make(chan bool, 1)
+	readyc := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if strings.Contains(sc.Text(), "listening on unix:") {
-				ready <- true
+			if _, rest, ok := strings.Cut(sc.Text(), ready); ok {
+				readyc <- rest
 			}
 		}
 	}()
 	select {
-	case <-ready:
+	case rest := <-readyc:
+		return rest
 	case <-time.After(90 * time.Second):
 		t.Fatalf("daemon did not start: %s", errb.String())
 	}
-	return sock
+	return ""
 }
 
 func testDaemonAndChat(t *testing.T, alice, bob *home, accounts map[string]string) {
@@ -478,4 +516,74 @@ func testDaemonAndChat(t *testing.T, alice, bob *home, accounts map[string]strin
 	}
 
 	t.Run("chat", func(t *testing.T) { testChat(t, alice, rpc) })
+	t.Run("http", func(t *testing.T) { testDaemonHTTP(t, alice, rpc, accounts) })
+}
+
+// testDaemonHTTP runs alice's daemon over HTTP: POST /rpc answers, and a
+// message from bob arrives on GET /events as a server-sent event.
+func testDaemonHTTP(t *testing.T, alice *home, bob *rpcConn, accounts map[string]string) {
+	base := runDaemon(t, alice, "listening on ", "--http", "127.0.0.1:0")
+	resp, err := http.Post(base+"/rpc", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"whoami"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var who struct {
+		Result map[string]any `json:"result"`
+	}
+	json.NewDecoder(resp.Body).Decode(&who)
+	resp.Body.Close()
+	if who.Result["account"] != accounts["alice"] {
+		t.Errorf("whoami over HTTP: %v", who)
+	}
+	ev, err := http.Get(base + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ev.Body.Close()
+	if ct := ev.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(ev.Body)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	if <-lines != ": connected" {
+		t.Fatal("no SSE preamble")
+	}
+	if r, _ := bob.call("send", map[string]any{"to": "@alice", "text": "over server-sent events"}); r["error"] != nil {
+		t.Fatalf("send: %v", r)
+	}
+	timeout := time.After(90 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("event stream ended")
+			}
+			data, ok := strings.CutPrefix(l, "data: ")
+			if !ok {
+				continue
+			}
+			var n struct {
+				Method string    `json:"method"`
+				Params eventJSON `json:"params"`
+			}
+			if err := json.Unmarshal([]byte(data), &n); err != nil {
+				t.Fatalf("SSE data %q: %v", data, err)
+			}
+			if n.Method == "receive" && n.Params.Type == "message" && n.Params.Text == "over server-sent events" {
+				if n.Params.From != accounts["bob"] {
+					t.Errorf("from %s", n.Params.From)
+				}
+				return
+			}
+		case <-timeout:
+			t.Fatal("no server-sent event for the message")
+		}
+	}
 }

@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -25,14 +24,13 @@ import (
 
 // Exit codes, documented in usage.
 const (
-	exitOK           = 0
-	exitError        = 1
-	exitUsage        = 2
-	exitNetwork      = 3
-	exitRateLimited  = 4
-	exitUntrusted    = 5
-	exitNotFound     = 6
-	exitNotSupported = 7
+	exitOK          = 0
+	exitError       = 1
+	exitUsage       = 2
+	exitNetwork     = 3
+	exitRateLimited = 4
+	exitUntrusted   = 5
+	exitNotFound    = 6
 )
 
 // cliError is an error with an exit code and hint lines.
@@ -52,11 +50,6 @@ func usageError(format string, args ...any) error {
 
 func withHint(code int, err error, msg string, hints ...string) error {
 	return &cliError{code: code, msg: msg, hints: hints, err: err}
-}
-
-func notSupported(what string) error {
-	return &cliError{code: exitNotSupported, msg: what + " is not supported yet",
-		hints: []string{"the client library of this version has no API for it"}}
 }
 
 // classify maps an error to an exit code and a hint.
@@ -441,13 +434,4 @@ func (a *app) printJSON(v any) error {
 	}
 	_, err = fmt.Fprintf(a.stdout, "%s\n", b)
 	return err
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -82,10 +83,11 @@ func TestExitCodes(t *testing.T) {
 	if _, errs, code := runIn(t, env, "whoami"); code != exitError || !strings.Contains(errs, "sotto register") {
 		t.Errorf("whoami without an account: exit %d, stderr %q", code, errs)
 	}
-	// Not supported yet.
-	for _, args := range [][]string{{"export", "f"}, {"import", "f"}} {
-		if _, errs, code := runIn(t, env, args...); code != exitNotSupported || !strings.Contains(errs, "not supported yet") {
-			t.Errorf("%q: exit %d, stderr %q", args, code, errs)
-		}
+	// No account to export, and a backup that does not exist.
+	if _, errs, code := runIn(t, env, "export", filepath.Join(home, "backup")); code != exitError || !strings.Contains(errs, "sotto: hint: ") {
+		t.Errorf("export without an account: exit %d, stderr %q", code, errs)
+	}
+	if _, errs, code := runIn(t, env, "import", filepath.Join(home, "missing"), "--server", "http://127.0.0.1:1"); code != exitNotFound {
+		t.Errorf("import of a missing file: exit %d, stderr %q", code, errs)
 	}
 }
