@@ -164,6 +164,9 @@ type Client struct {
 
 	receipts receipts
 
+	finalizing sync.Map      // outbox IDs being finalized (see finalize)
+	finalSem   chan struct{} // bounds the finalizing goroutines
+
 	events chan Event
 	kick   chan struct{} // wakes the outbox loop
 	refill chan struct{} // wakes the prekey maintenance
@@ -225,6 +228,7 @@ func newClient(opts Options, st store.Store) *Client {
 	c.events = make(chan Event, opts.EventBuffer)
 	c.kick = make(chan struct{}, 1)
 	c.refill = make(chan struct{}, 1)
+	c.finalSem = make(chan struct{}, maxFinalizing)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.ks = newKeyServer(opts.KeyServerURL, opts.HTTPClient)
 	return c

@@ -65,7 +65,7 @@ func newParty(t testing.TB, env *testenv.Env) *party {
 // waitFor returns the first event for which match returns true.
 func (p *party) waitFor(what string, match func(client.Event) bool) client.Event {
 	p.t.Helper()
-	timeout := time.After(20 * time.Second)
+	timeout := time.After(60 * time.Second) // generous: CI machines run loaded
 	for {
 		select {
 		case ev, ok := <-p.ev:

@@ -177,6 +177,9 @@ func (c *Client) flushOutbox(ctx context.Context) error {
 		return wrap("list outbox", err)
 	}
 	for _, e := range entries {
+		if _, busy := c.finalizing.Load(e.id); busy {
+			continue
+		}
 		var rec outboxRecord
 		if err := json.Unmarshal(e.raw, &rec); err != nil {
 			c.log.Error("client: dropping unreadable outbox entry", "err", err)
@@ -195,14 +198,36 @@ func (c *Client) flushOutbox(ctx context.Context) error {
 		} else if err != nil {
 			return err
 		}
-		if err := c.st.DeleteOutbox(ctx, e.id); err != nil {
-			return wrap("outbox", err)
-		}
-		if rec.Track && perm == nil {
-			c.setStatus(ctx, rec.Conv, rec.ID, StatusSent)
-		}
+		c.finalize(ctx, e.id, rec, perm == nil)
 	}
 	return nil
+}
+
+// maxFinalizing bounds the accepted messages whose outbox entry and status
+// are being written in the background.
+const maxFinalizing = 64
+
+// finalize deletes an accepted message's outbox entry and marks it sent,
+// in the background: these writes need not delay the next send (and
+// concurrent synced writes share a commit). Until it is done the entry is
+// skipped by flushOutbox; a crash before it is done only resends the
+// message under the same ID, which the relay drops as a duplicate.
+func (c *Client) finalize(ctx context.Context, id [16]byte, rec outboxRecord, sent bool) {
+	c.finalizing.Store(id, true)
+	c.finalSem <- struct{}{}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer func() { <-c.finalSem }()
+		defer c.finalizing.Delete(id)
+		if err := c.st.DeleteOutbox(ctx, id); err != nil {
+			c.log.Debug("client: outbox entry not deleted", "err", err)
+			return
+		}
+		if rec.Track && sent {
+			c.setStatus(ctx, rec.Conv, rec.ID, StatusSent)
+		}
+	}()
 }
 
 // permanentError is a refusal that retrying cannot fix (410, 400, 413).
