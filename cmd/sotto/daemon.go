@@ -472,9 +472,11 @@ func (d *daemon) dispatch(ctx context.Context, method string, raw json.RawMessag
 			return nil, err
 		}
 		out := []map[string]any{}
+		d.mu.Lock()
 		for _, g := range gs {
 			out = append(out, a.groupJSON(s, g))
 		}
+		d.mu.Unlock()
 		return out, nil
 	case "groups.create":
 		if p.Name == "" || len(p.Members) == 0 {
@@ -496,8 +498,8 @@ func (d *daemon) dispatch(ctx context.Context, method string, raw json.RawMessag
 			return nil, err
 		}
 		d.mu.Lock()
+		defer d.mu.Unlock()
 		d.groups[g.Conversation] = g
-		d.mu.Unlock()
 		return a.groupJSON(s, g), nil
 	}
 	return nil, fmt.Errorf("%w: %s", errMethod, method)
