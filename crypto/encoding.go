@@ -8,16 +8,6 @@ import "golang.org/x/crypto/cryptobyte"
 // every top-level structure starts with a version byte; decoders reject
 // trailing bytes, so that parse then marshal reproduces the input exactly.
 
-// readUint32LengthPrefixed reads a 4-byte length and that many bytes,
-// refusing lengths above max.
-func readUint32LengthPrefixed(s *cryptobyte.String, out *[]byte, max int) bool {
-	var n uint32
-	if !s.ReadUint32(&n) || uint64(n) > uint64(max) {
-		return false
-	}
-	return s.ReadBytes(out, int(n))
-}
-
 // readUint16Bytes reads a 2-byte length and that many bytes.
 func readUint16Bytes(s *cryptobyte.String, out *[]byte) bool {
 	var v cryptobyte.String

@@ -42,14 +42,6 @@ type config struct {
 	PushAllowHosts []string
 }
 
-// setting describes one configurable value for flags, environment and
-// --help.
-type setting struct {
-	name  string // flag name; the environment variable is SOTTO_ + upper snake case
-	usage string
-	bind  func(fs *flag.FlagSet, name, usage string)
-}
-
 func envName(flagName string) string {
 	return "SOTTO_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
