@@ -309,18 +309,28 @@ func TestCLI(t *testing.T) {
 	)
 
 	// History and the documented exit codes, on the same account.
+	var aliceSN, bobSN map[string]any
 	parallel(
 		func() {
 			h := jsonLines(t, alice.ok("--json", "history", "Bob"))
 			findMessage(t, h, "hello bob")
 			findMessage(t, h, "here is the file")
+			aliceSN = jsonLines(t, alice.ok("--json", "verify", "Bob"))[0]
 		},
+		func() { bobSN = jsonLines(t, bob.ok("--json", "verify", "@alice", "--mark-verified"))[0] },
 		func() {
 			if _, e, code := carol.run("", "send", "@nobodyhere", "x"); code != exitNotFound || !strings.Contains(e, "sotto: error: ") {
 				t.Errorf("send to an unknown handle: exit %d, want %d; stderr %q", code, exitNotFound, e)
 			}
 		},
 	)
+
+	if sn, _ := aliceSN["safety_number"].(string); len(sn) != 60 || sn != bobSN["safety_number"] {
+		t.Errorf("safety numbers differ or are malformed: %v / %v", aliceSN, bobSN)
+	}
+	if aliceSN["verified"] != false || bobSN["verified"] != true {
+		t.Errorf("verified flags: alice %v, bob (marked) %v", aliceSN["verified"], bobSN["verified"])
+	}
 
 	// Carol is idle from here on: her backup and restore run beside the
 	// daemon and chat tests.

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/term"
@@ -83,10 +84,9 @@ func classify(err error) (int, []string) {
 	case errors.Is(err, client.ErrNotRegistered):
 		return exitError, []string{"run \"sotto register --server URL\" first"}
 	}
-	var netErr net.Error
 	var urlErr *url.Error
 	var opErr *net.OpError
-	if errors.As(err, &opErr) || errors.As(err, &urlErr) || errors.As(err, &netErr) {
+	if errors.As(err, &opErr) || errors.As(err, &urlErr) {
 		return exitNetwork, []string{"is the server reachable?"}
 	}
 	return exitError, nil
@@ -361,6 +361,10 @@ func (a *app) open(offline bool) (*session, error) {
 	if err != nil {
 		if errors.Is(err, pebblestore.ErrWrongPassphrase) {
 			return nil, withHint(exitError, err, "wrong passphrase", "check SOTTO_PASSPHRASE")
+		}
+		if errors.Is(err, syscall.EAGAIN) || strings.Contains(err.Error(), "lock") {
+			return nil, withHint(exitError, err, "opening account: "+err.Error(),
+				"is another sotto (a daemon or chat) using "+a.home+"? talk to the daemon over its socket instead")
 		}
 		return nil, fmt.Errorf("opening account: %w", err)
 	}
