@@ -143,12 +143,11 @@ var (
 // Client is a running Sotto account on this device. Its methods are safe for
 // concurrent use.
 type Client struct {
-	opts  Options
-	st    store.Store
-	log   *slog.Logger
-	now   func() time.Time
-	ks    *keyServer
-	relay *relayConn
+	opts Options
+	st   store.Store
+	log  *slog.Logger
+	now  func() time.Time
+	ks   *keyServer
 
 	id *identity // immutable after open except under idMu
 	// idMu guards the identity record's mutable parts (prekey counters,
@@ -239,7 +238,6 @@ func (c *Client) start() {
 	if c.opts.Offline {
 		return
 	}
-	c.relay = newRelayConn(c)
 	c.wg.Add(3)
 	go c.runRelay()
 	go c.runOutbox()

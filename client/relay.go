@@ -23,12 +23,6 @@ import (
 // persisted it. Sends go over HTTP POST /v1/messages, so a slow send never
 // holds up receiving.
 
-type relayConn struct {
-	c *Client
-}
-
-func newRelayConn(c *Client) *relayConn { return &relayConn{c: c} }
-
 // runRelay keeps a connection to the relay, reconnecting with exponential
 // backoff and jitter.
 func (c *Client) runRelay() {
