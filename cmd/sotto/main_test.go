@@ -527,6 +527,8 @@ func testDaemonAndChat(t *testing.T, alice, bob *home, accounts map[string]strin
 
 	t.Run("chat", func(t *testing.T) { testChat(t, alice, rpc) })
 	t.Run("http", func(t *testing.T) { testDaemonHTTP(t, alice, rpc, accounts) })
+	// With alice's daemon stopped, receive prints what it kept.
+	findMessage(t, jsonLines(t, alice.ok("--json", "receive", "--timeout", "2s")), "while nobody listens")
 }
 
 // testDaemonHTTP runs alice's daemon over HTTP: POST /rpc answers, and a
@@ -544,6 +546,21 @@ func testDaemonHTTP(t *testing.T, alice *home, bob *rpcConn, accounts map[string
 	resp.Body.Close()
 	if who.Result["account"] != accounts["alice"] {
 		t.Errorf("whoami over HTTP: %v", who)
+	}
+	// Nobody is subscribed yet: the daemon keeps the message for the next
+	// receive instead of dropping it.
+	if r, _ := bob.call("send", map[string]any{"to": "@alice", "text": "while nobody listens"}); r["error"] != nil {
+		t.Fatalf("send: %v", r)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if b, _ := os.ReadFile(filepath.Join(alice.dir, "pending")); len(b) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon did not keep the message that arrived without subscribers")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	ev, err := http.Get(base + "/events")
 	if err != nil {
