@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -24,6 +25,10 @@ import (
 var sottoBin, sottodBin string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run()) // the tests that need the binaries skip
+	}
 	dir, err := os.MkdirTemp("", "sotto-cli-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
