@@ -52,7 +52,7 @@ func main() {
 	var o options
 	flag.BoolVar(&o.quick, "quick", false, "smoke run: one short round (< 2 min)")
 	flag.IntVar(&o.rounds, "rounds", 0, "rounds of interleaved runs (default 3, or 1 with -quick)")
-	flag.DurationVar(&o.budget, "budget", 0, "stop starting new rounds when the next would end past this much time from the start (default 13m, 12m with -profile)")
+	flag.DurationVar(&o.budget, "budget", 0, "stop starting new rounds when the next would end past this much time from the start (default 13m, 10m with -profile)")
 	flag.StringVar(&o.libsignal, "libsignal", "", "directory of the libsignal Node benchmark (bench.mjs, package.json, package-lock.json); default ../shared/anchors/libsignal relative to the repo root")
 	flag.BoolVar(&o.skipNode, "no-node", false, "skip the libsignal (Node) reference")
 	flag.BoolVar(&o.withNode, "node", false, "with -quick, include the libsignal (Node) reference (a full run always does when node is installed)")
@@ -71,7 +71,7 @@ func main() {
 	if o.budget == 0 {
 		o.budget = 13 * time.Minute
 		if o.profile {
-			o.budget = 12 * time.Minute
+			o.budget = 10 * time.Minute
 		}
 	}
 	if err := run(&o); err != nil {
@@ -152,7 +152,7 @@ func run(o *options) error {
 	rep := buildReport(o, jobs, res, time.Since(start))
 	out := rep.markdown()
 	if o.profile {
-		out += profiles(ctx, o, jobs, rep)
+		out += profiles(ctx, o, jobs, rep, start.Add(14*time.Minute))
 	}
 	fmt.Print(out)
 	var js strings.Builder

@@ -332,7 +332,7 @@ func (rep *report) markdown() string {
 
 // profiles CPU-profiles every Go benchmark behind a target that is not met and returns the top
 // frames, flat and cumulative.
-func profiles(ctx context.Context, o *options, jobs []*job, rep *report) string {
+func profiles(ctx context.Context, o *options, jobs []*job, rep *report, deadline time.Time) string {
 	var b strings.Builder
 	b.WriteString("\n## CPU profiles of the targets not met\n")
 	byID := map[string]*job{}
@@ -347,6 +347,10 @@ func profiles(ctx context.Context, o *options, jobs []*job, rep *report) string 
 				continue
 			}
 			done[rr.sotto.key] = true
+			if time.Now().After(deadline) {
+				fmt.Fprintf(&b, "\n### %s\n\nnot profiled: the run's time budget was spent (rerun with `-only %s -profile`).\n", ch.workload, strings.SplitN(rr.sotto.key, ":", 2)[0])
+				continue
+			}
 			id, name, _ := strings.Cut(rr.sotto.key, ":")
 			j := byID[id]
 			if j != nil && j.kind == "cmd" && j.skip == "" {
@@ -358,7 +362,7 @@ func profiles(ctx context.Context, o *options, jobs []*job, rep *report) string 
 				continue
 			}
 			prof := filepath.Join(o.tmp, strings.NewReplacer("/", "_", "+", "_").Replace(name)+".prof")
-			args := []string{"-test.run", "^$", "-test.bench", anchored(name), "-test.benchtime", "2s", "-test.cpuprofile", prof}
+			args := []string{"-test.run", "^$", "-test.bench", anchored(name), "-test.benchtime", "1s", "-test.cpuprofile", prof}
 			if strings.HasSuffix(j.benchtime, "x") {
 				args[5] = j.benchtime // a fixed count: the benchmark's setup is too slow to ramp
 			}
