@@ -24,10 +24,21 @@ package server
 // (the set of delivered-but-unacknowledged cursors, the fetch position,
 // whether the Drained marker went out; kept in c.d) so that none of it
 // needs a lock. It fetches from the store whenever the queue may hold more
-// than it sent and the window has room; it is woken by wake (a Put landed
-// in the queue: the notifier calls Wake from the sender's goroutine, which
-// never blocks: a buffered channel of one plus an atomic maximum priority),
-// by acks and by out (send results and ephemeral frames).
+// than it sent and the window has room; it is woken by live (a Put landed
+// in the queue: the notifier calls Wake from the sender's goroutine, after
+// the Put is durable, with the stored message; Wake never blocks: a small
+// buffered channel, and beyond it wake, a buffered channel of one plus an
+// atomic maximum priority), by acks and by out (send results and ephemeral
+// frames).
+//
+// A message from live is written as it is, without a Fetch, when the
+// connection is provably caught up: the last fetch reached the end of the
+// queue, the Drained marker went out, the window has room, and its cursor's
+// sequence number is one more than the highest the connection has seen
+// (the store numbers a queue's entries consecutively, so no other message
+// can be waiting before it). Otherwise it only means "fetch": a message
+// whose number is at most the highest seen was already fetched and is
+// dropped.
 //
 // At most one sendLoop runs per connection, and only while there is work:
 // once everything delivered is acknowledged, the backlog drained and the
@@ -106,6 +117,7 @@ func (s *Server) Accept(wc Conn, q store.QueueID) error {
 		wc:     wc,
 		q:      q,
 		wake:   make(chan struct{}, 1),
+		live:   make(chan *store.Message, liveQueueLen),
 		acks:   make(chan store.Cursor, 8),
 		out:    make(chan []byte, outQueueLen),
 		closed: make(chan struct{}),
@@ -131,10 +143,11 @@ type conn struct {
 	wc Conn
 	q  store.QueueID
 
-	ctx      context.Context // canceled when the connection ends
-	g        errgroup.Group  // sendLoop, sends being stored, pings
-	wake     chan struct{}   // buffered(1): a Put landed since sendLoop last looked
-	wakePrio atomic.Int32    // highest priority woken since then, -1 none
+	ctx      context.Context     // canceled when the connection ends
+	g        errgroup.Group      // sendLoop, sends being stored, pings
+	wake     chan struct{}       // buffered(1): a Put landed since sendLoop last looked
+	wakePrio atomic.Int32        // highest priority woken since then, -1 none
+	live     chan *store.Message // stored messages handed over by Wake
 	acks     chan store.Cursor
 	out      chan []byte // send results and ephemeral frames, in order
 
@@ -158,6 +171,7 @@ type delivery struct {
 	more     bool                      // the queue may hold messages not yet delivered
 	rescan   bool                      // a message may have landed before after
 	drained  bool                      // the Drained marker went out
+	maxSeq   uint64                    // highest sequence number fetched or delivered
 	buf      []byte
 }
 
@@ -184,7 +198,14 @@ func (c *conn) runSendLoop() error {
 }
 
 // Wake implements Subscriber.
-func (c *conn) Wake(priority uint8) {
+func (c *conn) Wake(m *store.Message) {
+	select {
+	case c.live <- m:
+		c.kick()
+		return
+	default:
+	}
+	priority := m.Priority
 	for {
 		old := c.wakePrio.Load()
 		if int32(priority) <= old || c.wakePrio.CompareAndSwap(old, int32(priority)) {
@@ -398,7 +419,7 @@ func (c *conn) idle() bool {
 	}
 	c.st.Lock()
 	defer c.st.Unlock()
-	if len(c.wake) > 0 || len(c.acks) > 0 || len(c.out) > 0 {
+	if len(c.wake) > 0 || len(c.live) > 0 || len(c.acks) > 0 || len(c.out) > 0 {
 		return false
 	}
 	c.st.running = false
@@ -451,6 +472,10 @@ func (c *conn) sendLoop(ctx context.Context) error {
 			if p := c.wakePrio.Swap(-1); int(p) > d.lastPrio {
 				d.rescan = true
 			}
+		case m := <-c.live:
+			if err := c.deliverLive(m, window); err != nil {
+				return err
+			}
 		case k := <-c.acks:
 			delete(d.inflight, k)
 		case f := <-c.out:
@@ -486,6 +511,9 @@ func (c *conn) fill(ctx context.Context, window int) error {
 		}
 	}
 	msgs, err := s.queues.Fetch(ctx, c.q, from, limit)
+	for i := range msgs {
+		d.maxSeq = max(d.maxSeq, msgs[i].Key.Seq())
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -505,26 +533,69 @@ func (c *conn) fill(ctx context.Context, window int) error {
 			d.more = true
 			break
 		}
-		dm := wire.Deliver{Cursor: m.Key, ID: m.ID, Priority: m.Priority,
-			StoredMillis: uint64(m.Stored.UnixMilli()), Header: m.Header, Body: m.Body}
-		d.buf = dm.Append(d.buf[:0])
-		if err := c.wc.WriteFrame(noCancel(), d.buf); err != nil {
+		if err := c.write(m, now); err != nil {
 			return err
 		}
-		d.inflight[m.Key] = struct{}{}
 		d.after, d.lastPrio = m.Key, int(m.Priority)
 		free--
-		s.m.delivered.Inc()
-		s.m.deliveryLag.Observe(now.Sub(m.Stored).Seconds())
-	}
-	if len(d.buf) > 4<<10 {
-		d.buf = nil // do not keep a large message's buffer
 	}
 	if !d.more && !d.drained {
 		d.drained = true
 		if err := c.wc.WriteFrame(noCancel(), wire.DrainedFrame()); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// liveQueueLen bounds the stored messages handed to a connection and not yet
+// taken by its sendLoop; beyond it Wake falls back to a plain wakeup.
+const liveQueueLen = 8
+
+// write delivers m and records it as in flight.
+func (c *conn) write(m *store.Message, now time.Time) error {
+	d := &c.d
+	dm := wire.Deliver{Cursor: m.Key, ID: m.ID, Priority: m.Priority,
+		StoredMillis: uint64(m.Stored.UnixMilli()), Header: m.Header, Body: m.Body}
+	d.buf = dm.Append(d.buf[:0])
+	err := c.wc.WriteFrame(noCancel(), d.buf)
+	if len(d.buf) > 4<<10 {
+		d.buf = nil // do not keep a large message's buffer
+	}
+	if err != nil {
+		return err
+	}
+	d.inflight[m.Key] = struct{}{}
+	d.maxSeq = max(d.maxSeq, m.Key.Seq())
+	c.s.m.delivered.Inc()
+	c.s.m.deliveryLag.Observe(now.Sub(m.Stored).Seconds())
+	return nil
+}
+
+// deliverLive writes m, a message the notifier handed over, if the
+// connection is caught up and m is next in its queue (see the top of the
+// file); otherwise it schedules a fetch, or drops m if it was fetched
+// already.
+func (c *conn) deliverLive(m *store.Message, window int) error {
+	d := &c.d
+	seq := m.Key.Seq()
+	if seq != 0 && seq <= d.maxSeq {
+		return nil // fetched (delivered, or acknowledged) already
+	}
+	now := time.Now()
+	if seq == d.maxSeq+1 && !d.more && !d.rescan && d.drained && len(d.inflight) < window &&
+		c.s.cfg.Now().Before(m.Expires) {
+		if err := c.write(m, now); err != nil {
+			return err
+		}
+		if bytes.Compare(m.Key[:], d.after[:]) > 0 {
+			d.after, d.lastPrio = m.Key, int(m.Priority)
+		}
+		return nil
+	}
+	d.more = true
+	if int(m.Priority) > d.lastPrio {
+		d.rescan = true
 	}
 	return nil
 }

@@ -15,10 +15,12 @@ type LiveNotifier interface {
 	// was there before is displaced (its Displace method is called). The
 	// returned function removes sub, if it is still the subscriber.
 	Subscribe(q store.QueueID, sub Subscriber) (unsubscribe func())
-	// Wake tells the device's connection that a message of the given
-	// priority landed in its queue. It reports whether a connection was
-	// there to be told.
-	Wake(q store.QueueID, priority uint8) (online bool)
+	// Wake tells the device's connection that m, now durable, landed in
+	// its queue. The connection may deliver m as it is instead of reading
+	// it back, or treat it as a hint to read its queue (all a notifier that
+	// passes on only m.Priority allows). It reports whether a connection
+	// was there to be told.
+	Wake(q store.QueueID, m *store.Message) (online bool)
 	// Ephemeral hands an ephemeral frame to the device's connection; it
 	// reports whether one took it. Ephemeral frames are never stored.
 	Ephemeral(q store.QueueID, frame []byte) (delivered bool)
@@ -27,7 +29,9 @@ type LiveNotifier interface {
 // Subscriber is a device's live connection as the notifier sees it. Its
 // methods must not block.
 type Subscriber interface {
-	Wake(priority uint8)
+	// Wake reports a durable message of the subscriber's queue; m must not
+	// be modified by anyone afterwards.
+	Wake(m *store.Message)
 	Ephemeral(frame []byte) bool
 	Displace()
 }
@@ -69,12 +73,12 @@ func (n *LocalNotifier) get(q store.QueueID) Subscriber {
 }
 
 // Wake implements LiveNotifier.
-func (n *LocalNotifier) Wake(q store.QueueID, priority uint8) bool {
+func (n *LocalNotifier) Wake(q store.QueueID, m *store.Message) bool {
 	s := n.get(q)
 	if s == nil {
 		return false
 	}
-	s.Wake(priority)
+	s.Wake(m)
 	return true
 }
 

@@ -40,19 +40,19 @@ func TestPushAllowList(t *testing.T) {
 
 type fakeSub struct{ woken, displaced int }
 
-func (f *fakeSub) Wake(uint8)              { f.woken++ }
+func (f *fakeSub) Wake(*store.Message)     { f.woken++ }
 func (f *fakeSub) Ephemeral(b []byte) bool { return true }
 func (f *fakeSub) Displace()               { f.displaced++ }
 
 func TestLocalNotifier(t *testing.T) {
 	n := NewLocalNotifier()
 	q := store.QueueID{Device: 1}
-	if n.Wake(q, 0) || n.Ephemeral(q, nil) {
+	if n.Wake(q, &store.Message{}) || n.Ephemeral(q, nil) {
 		t.Fatal("offline device reported online")
 	}
 	a, b := &fakeSub{}, &fakeSub{}
 	unsubA := n.Subscribe(q, a)
-	if !n.Wake(q, 1) || a.woken != 1 {
+	if !n.Wake(q, &store.Message{Priority: 1}) || a.woken != 1 {
 		t.Fatal("wake not delivered")
 	}
 	unsubB := n.Subscribe(q, b)
@@ -60,11 +60,11 @@ func TestLocalNotifier(t *testing.T) {
 		t.Fatalf("displacement: a %d, b %d", a.displaced, b.displaced)
 	}
 	unsubA() // a no longer owns q: must not remove b
-	if !n.Wake(q, 1) || b.woken != 1 {
+	if !n.Wake(q, &store.Message{Priority: 1}) || b.woken != 1 {
 		t.Fatal("a's unsubscribe removed b")
 	}
 	unsubB()
-	if n.Wake(q, 1) {
+	if n.Wake(q, &store.Message{Priority: 1}) {
 		t.Fatal("wake after unsubscribe")
 	}
 }

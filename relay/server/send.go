@@ -189,7 +189,13 @@ func (s *Server) send(ctx context.Context, from *store.QueueID, m *wire.Send) *w
 			continue
 		}
 		s.m.accepted.Inc()
-		if !s.live.Wake(entries[i].Queue, m.Priority) {
+		e := &entries[i]
+		sm := &store.Message{Queue: e.Queue, ID: m.ID, Priority: m.Priority, Expires: e.Expires,
+			Header: e.Header, Body: m.Body}
+		if i < len(results) {
+			sm.Key, sm.Stored = results[i].Cursor, results[i].Stored
+		}
+		if !s.live.Wake(e.Queue, sm) {
 			s.push.wake(entries[i].Queue)
 		}
 	}

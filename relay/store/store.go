@@ -67,13 +67,35 @@ type Message struct {
 
 // Cursor is an opaque, ordered position in a queue. Cursors compare
 // bytewise in delivery order; the zero Cursor sorts before every message.
-// (The embedded store uses 255-priority followed by an 8-byte big-endian
-// sequence number.)
+// The first byte is 255-priority, the other eight the big-endian sequence
+// number of [Cursor.Seq].
 type Cursor [9]byte
 
+// Seq returns the cursor's sequence number within its queue. Every
+// implementation numbers the entries stored in one queue 1, 2, 3... in
+// commit order, whatever their priority, so that a connection that has
+// seen every message up to sequence number n knows that the entry numbered
+// n+1 is the only one it has not seen.
+func (c Cursor) Seq() uint64 {
+	var n uint64
+	for _, b := range c[1:] {
+		n = n<<8 | uint64(b)
+	}
+	return n
+}
+
 // PutResult says for one entry of a Put whether it was newly stored or was a
-// duplicate of an earlier Put with the same (Queue, ID).
-type PutResult struct{ Duplicate bool }
+// duplicate of an earlier Put with the same (Queue, ID), and where a new
+// entry was stored: with them the caller can hand the stored message to a
+// connected device without reading it back.
+type PutResult struct {
+	Duplicate bool
+	// Cursor and Stored are set for a newly stored entry (Duplicate false):
+	// its position in its queue and its storage time, as Fetch returns
+	// them.
+	Cursor Cursor
+	Stored time.Time
+}
 
 // Queues is the relay's durable queue store.
 type Queues interface {

@@ -171,6 +171,7 @@ func (o *putOp) apply(w *writer) error {
 		if bodyID == 0 {
 			en.inline = o.body
 		}
+		results[i].Cursor, results[i].Stored = cur, timeOf(en.stored)
 		w.set(entryKey(e.Queue, cur), en.encode())
 		w.set(idemKey(e.Queue, e.ID), idem{cursor: cur, etime: en.expires}.encode())
 		w.set(expiryKey(en.expires, e.Queue, cur), e.ID[:])

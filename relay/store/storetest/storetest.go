@@ -62,6 +62,7 @@ func RunQueues(t *testing.T, open func(t *testing.T) store.Queues) {
 // RunQueuesWith runs the queue suite.
 func RunQueuesWith(t *testing.T, h Queues) {
 	t.Run("Order", h.testOrder)
+	t.Run("PutCursors", h.testPutCursors)
 	t.Run("Paging", h.testPaging)
 	t.Run("AckDeletes", h.testAck)
 	t.Run("Idempotent", h.testIdempotent)
@@ -141,6 +142,55 @@ func (h Queues) bodies(t *testing.T, s store.Queues, want int) {
 	}
 	if got := h.Bodies(t, s); got != want {
 		t.Fatalf("store holds %d bodies, want %d", got, want)
+	}
+}
+
+// testPutCursors checks that Put reports each new entry's cursor and
+// storage time as Fetch returns them, and that a queue's sequence numbers
+// run 1, 2, 3... across priorities and Puts (what lets the relay hand a
+// stored message straight to a caught-up connection).
+func (h Queues) testPutCursors(t *testing.T) {
+	s, _ := h.open(t)
+	q, other := Q(1, 1), Q(1, 2)
+	got := map[store.Cursor]store.PutResult{}
+	var seqs []uint64
+	for n, prio := range []uint8{0, 9, 0, 255, 3} {
+		res, err := s.Put(ctx, []byte("b"), []store.Entry{
+			{Queue: q, ID: MsgID(n), Priority: prio, Expires: future()},
+			{Queue: other, ID: MsgID(n), Priority: prio, Expires: future()},
+			{Queue: q, ID: MsgID(n), Priority: prio, Expires: future()}, // duplicate within the Put
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res) != 3 || res[0].Duplicate || res[1].Duplicate || !res[2].Duplicate {
+			t.Fatalf("put %d: %+v", n, res)
+		}
+		got[res[0].Cursor] = res[0]
+		seqs = append(seqs, res[0].Cursor.Seq())
+		if res[1].Cursor.Seq() != uint64(n+1) {
+			t.Fatalf("other queue's entry %d has sequence number %d", n, res[1].Cursor.Seq())
+		}
+	}
+	for i, seq := range seqs {
+		if seq != uint64(i+1) {
+			t.Fatalf("sequence numbers %v, want 1, 2, 3...", seqs)
+		}
+	}
+	msgs := fetchAll(t, s, q)
+	if len(msgs) != len(got) {
+		t.Fatalf("fetched %d, put %d", len(msgs), len(got))
+	}
+	for _, m := range msgs {
+		r, ok := got[m.Key]
+		if !ok || !r.Stored.Equal(m.Stored) {
+			t.Fatalf("fetched %x stored %v; Put said %+v", m.Key, m.Stored, r)
+		}
+	}
+	// A retry reports the duplicate and no new cursor.
+	res, err := s.Put(ctx, []byte("b"), []store.Entry{{Queue: q, ID: MsgID(0), Expires: future()}})
+	if err != nil || len(res) != 1 || !res[0].Duplicate {
+		t.Fatalf("retry: %+v %v", res, err)
 	}
 }
 
