@@ -58,34 +58,45 @@ func main() {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	// cleanup runs on every exit path (os.Exit and log.Fatal skip defers).
+	var cleanups []func()
+	cleanup := func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}
+	fatalf := func(format string, args ...any) {
+		cleanup()
+		log.Fatalf(format, args...)
+	}
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "sotto-soak-")
 		if err != nil {
 			log.Fatal(err)
 		}
-		defer os.RemoveAll(d)
+		cleanups = append(cleanups, func() { os.RemoveAll(d) })
 		*dir = d
 	}
 	self, err := os.Executable()
 	if err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
 	child := exec.Command(self, "-serve", "-dir", *dir, "-seed", *seed, "-devices", strconv.Itoa(*devices), "-senders", strconv.Itoa(*senders))
 	child.Stderr = os.Stderr
 	out, err := child.StdoutPipe()
 	if err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
 	if err := child.Start(); err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
-	defer func() {
+	cleanups = append(cleanups, func() {
 		child.Process.Signal(syscall.SIGTERM)
 		child.Wait()
-	}()
+	})
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
-		log.Fatalf("relay did not start: %v", err)
+		fatalf("relay did not start: %v", err)
 	}
 	base := strings.TrimSpace(line)
 	pid := child.Process.Pid
@@ -126,7 +137,7 @@ loop:
 		}
 	}
 	if res.err != nil {
-		log.Fatalf("load: %v", res.err)
+		fatalf("load: %v", res.err)
 	}
 	b, _ := json.Marshal(res.res)
 	fmt.Printf("load result: %s\n", b)
@@ -186,6 +197,7 @@ loop:
 	}
 	fmt.Printf("summary: %v soak, %d devices, %d messages received (%.0f/s), p99 latency %.1f ms, refused %d, %s\n",
 		*duration, *devices, res.res.Received, res.res.MsgsPerSec, res.res.P99us/1000, res.res.Refused, map[bool]string{true: "PASS", false: "FAIL"}[ok])
+	cleanup()
 	if !ok {
 		os.Exit(1)
 	}
