@@ -88,6 +88,22 @@ func WrapStoreKey(k *StoreKey, passphrase string) ([]byte, error) {
 	return wrapStoreKey(k, passphrase, StoreKeyScryptLogN)
 }
 
+// MinStoreKeyScryptLogN is the lowest work factor
+// WrapStoreKeyWithWorkFactor accepts.
+const MinStoreKeyScryptLogN = 10
+
+// WrapStoreKeyWithWorkFactor is WrapStoreKey with scrypt work factor logN
+// (MinStoreKeyScryptLogN to MaxStoreKeyScryptLogN). Every step below
+// StoreKeyScryptLogN halves the cost of guessing the passphrase: it exists
+// so that tests and benchmarks of programs built on the store can run
+// fast, and must not be used for real users' stores.
+func WrapStoreKeyWithWorkFactor(k *StoreKey, passphrase string, logN int) ([]byte, error) {
+	if logN < MinStoreKeyScryptLogN || logN > MaxStoreKeyScryptLogN {
+		return nil, errors.New("crypto: store key: work factor out of range")
+	}
+	return wrapStoreKey(k, passphrase, logN)
+}
+
 // wrapStoreKey is WrapStoreKey with a chosen work factor; tests use a low
 // one.
 func wrapStoreKey(k *StoreKey, passphrase string, logN int) ([]byte, error) {

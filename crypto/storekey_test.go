@@ -218,3 +218,20 @@ func ageScryptForTest(t *testing.T, pass string, inner []byte) []byte {
 	w.Close()
 	return out.Bytes()
 }
+
+func TestWrapStoreKeyWithWorkFactor(t *testing.T) {
+	k := GenerateStoreKey()
+	for _, logN := range []int{MinStoreKeyScryptLogN - 1, MaxStoreKeyScryptLogN + 1} {
+		if _, err := WrapStoreKeyWithWorkFactor(k, "pass", logN); err == nil {
+			t.Errorf("work factor %d accepted", logN)
+		}
+	}
+	wrapped, err := WrapStoreKeyWithWorkFactor(k, "pass", MinStoreKeyScryptLogN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := UnwrapStoreKey(wrapped, "pass")
+	if err != nil || !got.Equal(k) {
+		t.Fatalf("unwrap: %v", err)
+	}
+}

@@ -76,7 +76,7 @@ func cmdRegister(a *app, args []string) error {
 		return fmt.Errorf("creating home: %w", err)
 	}
 	c, err := client.Create(a.ctx, client.Options{
-		Dir: a.storeDir(), Passphrase: pw,
+		Dir: a.storeDir(), Passphrase: pw, PebbleOptions: storeOptions(),
 		KeyServerURL: *server, RelayURL: *server,
 		TrustRoots: []crypto.TrustRoot{root},
 		Handle:     *handle,
@@ -1081,7 +1081,7 @@ func cmdLink(a *app, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(a.ctx, *timeout)
 	defer cancel()
-	c, err := client.Link(ctx, client.Options{Dir: a.storeDir(), Passphrase: pw,
+	c, err := client.Link(ctx, client.Options{Dir: a.storeDir(), Passphrase: pw, PebbleOptions: storeOptions(),
 		KeyServerURL: *server, RelayURL: *server, TrustRoots: []crypto.TrustRoot{root}},
 		func(code client.LinkCode) {
 			if a.json {
@@ -1205,7 +1205,7 @@ func cmdImport(a *app, args []string) error {
 	if err := os.MkdirAll(a.home, 0o700); err != nil {
 		return err
 	}
-	c, err := client.Import(a.ctx, client.Options{Dir: a.storeDir(), Passphrase: pw,
+	c, err := client.Import(a.ctx, client.Options{Dir: a.storeDir(), Passphrase: pw, PebbleOptions: storeOptions(),
 		KeyServerURL: *server, RelayURL: *server, TrustRoots: []crypto.TrustRoot{root}}, f, bp)
 	if err != nil {
 		os.RemoveAll(a.storeDir())

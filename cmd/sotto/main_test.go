@@ -36,7 +36,8 @@ func TestMain(m *testing.M) {
 	}
 	sottoBin, sottodBin = filepath.Join(dir, "sotto"), filepath.Join(dir, "sottod")
 	for _, b := range []struct{ out, pkg string }{{sottoBin, "."}, {sottodBin, "../sottod"}} {
-		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
+		// A low scrypt work factor for the test's stores (see storeOptions).
+		cmd := exec.Command("go", "build", "-ldflags", "-X main.testOnlyScryptLogN=10", "-o", b.out, b.pkg)
 		cmd.Stderr = os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintf(os.Stderr, "building %s: %v\n", b.pkg, err)
@@ -554,12 +555,16 @@ func testDaemonHTTP(t *testing.T, alice *home, bob *rpcConn, accounts map[string
 	}
 	// Nobody is subscribed yet: the daemon keeps the message for the next
 	// receive instead of dropping it.
-	if r, _ := bob.call("send", map[string]any{"to": "@alice", "text": "while nobody listens"}); r["error"] != nil {
+	r, _ := bob.call("send", map[string]any{"to": "@alice", "text": "while nobody listens"})
+	if r["error"] != nil {
 		t.Fatalf("send: %v", r)
 	}
+	sentID, _ := r["result"].(map[string]any)["id"].(string)
+	// Wait for this very message in the pending file (earlier commands may
+	// have noted others there), before anyone subscribes.
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		if b, _ := os.ReadFile(filepath.Join(alice.dir, "pending")); len(b) > 0 {
+		if b, _ := os.ReadFile(filepath.Join(alice.dir, "pending")); sentID != "" && strings.Contains(string(b), sentID) {
 			break
 		}
 		if time.Now().After(deadline) {

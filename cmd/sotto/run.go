@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -353,7 +354,7 @@ func (a *app) open(offline bool) (*session, error) {
 	}
 	a.pw = pw
 	c, err := client.Open(a.ctx, client.Options{
-		Dir: a.storeDir(), Passphrase: pw,
+		Dir: a.storeDir(), Passphrase: pw, PebbleOptions: storeOptions(),
 		KeyServerURL: cfg.Server, RelayURL: cfg.Server,
 		TrustRoots: []crypto.TrustRoot{root},
 		Offline:    offline,
@@ -438,4 +439,22 @@ func (a *app) printJSON(v any) error {
 	}
 	_, err = fmt.Fprintf(a.stdout, "%s\n", b)
 	return err
+}
+
+// testOnlyScryptLogN, when set at link time (go build -ldflags
+// "-X main.testOnlyScryptLogN=10"), lowers the work factor that wraps a new
+// store key, so that the CLI's tests do not spend a second of scrypt on every
+// command. Release builds leave it empty: the crypto package's default.
+var testOnlyScryptLogN string
+
+// storeOptions returns the encrypted store's options.
+func storeOptions() *pebblestore.Options {
+	if testOnlyScryptLogN == "" {
+		return nil
+	}
+	logN, err := strconv.Atoi(testOnlyScryptLogN)
+	if err != nil {
+		panic("sotto: testOnlyScryptLogN is not a number")
+	}
+	return &pebblestore.Options{ScryptLogN: logN}
 }

@@ -114,6 +114,13 @@ type Options struct {
 	// the whole history, so a cache that holds it (about 230 bytes per
 	// short message) makes repeated searches skip the reads.
 	CacheSize int64
+	// ScryptLogN is the scrypt work factor that wraps the store key at
+	// Create and ChangePassphrase; 0 means crypto.StoreKeyScryptLogN.
+	// Lower values make the passphrase far cheaper to guess: only tests
+	// and benchmarks of programs built on the store set it (see
+	// crypto.WrapStoreKeyWithWorkFactor). Open reads the factor from the
+	// key file, whatever this says.
+	ScryptLogN int
 
 	// Test seams; nil means the crypto package's functions, at the full
 	// scrypt work factor.
@@ -133,6 +140,10 @@ func (o *Options) newStoreKey(passphrase string) (*crypto.StoreKey, []byte, erro
 		return o.newKey(passphrase)
 	}
 	k := crypto.GenerateStoreKey()
+	if o != nil && o.ScryptLogN != 0 {
+		wrapped, err := crypto.WrapStoreKeyWithWorkFactor(k, passphrase, o.ScryptLogN)
+		return k, wrapped, err
+	}
 	wrapped, err := crypto.WrapStoreKey(k, passphrase)
 	return k, wrapped, err
 }
@@ -140,6 +151,16 @@ func (o *Options) newStoreKey(passphrase string) (*crypto.StoreKey, []byte, erro
 func (o *Options) rewrapFunc() func([]byte, string, string) ([]byte, error) {
 	if o != nil && o.rewrap != nil {
 		return o.rewrap
+	}
+	if o != nil && o.ScryptLogN != 0 {
+		logN := o.ScryptLogN
+		return func(wrapped []byte, oldPassphrase, newPassphrase string) ([]byte, error) {
+			k, err := crypto.UnwrapStoreKey(wrapped, oldPassphrase)
+			if err != nil {
+				return nil, err
+			}
+			return crypto.WrapStoreKeyWithWorkFactor(k, newPassphrase, logN)
+		}
 	}
 	return crypto.RewrapStoreKey
 }
