@@ -88,14 +88,21 @@ func (c *Client) handleDelivery(ctx context.Context, relayID [16]byte, header, b
 		err = errors.New("client: not a group message")
 	}
 	if err == nil {
-		if seen, serr := c.st.MarkSeen(ctx, sender.Account, m.ID, c.now()); serr != nil {
+		// Check, store, then record as seen (deliveries are serialised by
+		// cryptoMu): if storing fails, the relay delivers the message again
+		// and it is not mistaken for a duplicate.
+		if seen, serr := c.st.Seen(ctx, sender.Account, m.ID); serr != nil {
 			c.cryptoMu.Unlock()
-			return wrap("mark seen", serr)
+			return wrap("seen", serr)
 		} else if !seen {
 			evs, err = c.apply(ctx, sender, contact, m, ephemeral)
 			if err != nil && isLocal(err) {
 				c.cryptoMu.Unlock()
 				return err
+			}
+			if _, serr := c.st.MarkSeen(ctx, sender.Account, m.ID, c.now()); serr != nil {
+				c.cryptoMu.Unlock()
+				return wrap("mark seen", serr)
 			}
 		}
 	}

@@ -210,6 +210,11 @@ type OutboxStore interface {
 
 // SeenStore de-duplicates received messages.
 type SeenStore interface {
+	// Seen reports whether (sender, id) has been recorded, without
+	// recording it. The client checks before it stores a message and
+	// records only after, so that a message whose storing failed is not
+	// taken for a duplicate when it is delivered again.
+	Seen(ctx context.Context, sender crypto.AccountID, id [16]byte) (bool, error)
 	// MarkSeen records (sender, id), received at at, and reports whether it
 	// had been recorded before. A repeated MarkSeen keeps the first time.
 	MarkSeen(ctx context.Context, sender crypto.AccountID, id [16]byte, at time.Time) (seen bool, err error)

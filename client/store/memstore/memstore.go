@@ -534,6 +534,16 @@ func (s *Store) ListOutbox(ctx context.Context, fn func(id [16]byte, rec []byte)
 	return nil
 }
 
+// Seen implements [store.SeenStore].
+func (s *Store) Seen(ctx context.Context, sender crypto.AccountID, id [16]byte) (bool, error) {
+	if err := s.lock(ctx); err != nil {
+		return false, err
+	}
+	defer s.mu.Unlock()
+	_, ok := s.mu.seen[seenKey{sender, id}]
+	return ok, nil
+}
+
 // MarkSeen implements [store.SeenStore].
 func (s *Store) MarkSeen(ctx context.Context, sender crypto.AccountID, id [16]byte, at time.Time) (bool, error) {
 	if err := store.CheckTime(at); err != nil {

@@ -111,6 +111,22 @@ func (d *DB) seenKey(sender crypto.AccountID, id [16]byte) []byte {
 	return d.hasher.sum([]byte{tSeen}, hSeen, sender[:], id[:])
 }
 
+// Seen implements [store.SeenStore].
+func (d *DB) Seen(ctx context.Context, sender crypto.AccountID, id [16]byte) (bool, error) {
+	if err := d.enter(ctx); err != nil {
+		return false, err
+	}
+	defer d.exit()
+	switch _, err := d.get(d.seenKey(sender, id)); err {
+	case nil:
+		return true, nil
+	case errMissing:
+		return false, nil
+	default:
+		return false, fmt.Errorf("pebblestore: seen: %w", err)
+	}
+}
+
 // MarkSeen implements [store.SeenStore]. The write is not synced (see the
 // package documentation).
 func (d *DB) MarkSeen(ctx context.Context, sender crypto.AccountID, id [16]byte, at time.Time) (bool, error) {

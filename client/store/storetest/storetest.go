@@ -695,10 +695,23 @@ func testOutbox(t *testing.T, s store.Store) {
 
 func testSeen(t *testing.T, s store.Store) {
 	ctx := t.Context()
+	// Seen only looks: it neither records nor is fooled by other entries.
+	if seen, err := s.Seen(ctx, account(1), msgID(1)); err != nil || seen {
+		t.Fatalf("Seen before MarkSeen = %v, %v", seen, err)
+	}
+	if seen, err := s.Seen(ctx, account(1), msgID(1)); err != nil || seen {
+		t.Fatalf("Seen recorded the entry: %v, %v", seen, err)
+	}
 	seen, err := s.MarkSeen(ctx, account(1), msgID(1), base)
 	must(t, "MarkSeen", err)
 	if seen {
 		t.Fatal("MarkSeen of a new (sender, id) reported seen")
+	}
+	if seen, err := s.Seen(ctx, account(1), msgID(1)); err != nil || !seen {
+		t.Fatalf("Seen after MarkSeen = %v, %v", seen, err)
+	}
+	if seen, err := s.Seen(ctx, account(2), msgID(1)); err != nil || seen {
+		t.Fatalf("Seen of another sender = %v, %v", seen, err)
 	}
 	seen, err = s.MarkSeen(ctx, account(1), msgID(1), base.Add(time.Hour))
 	must(t, "MarkSeen", err)
