@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -243,8 +244,29 @@ func New(cfg Config, queues store.Queues, devices store.Devices, blobs store.Blo
 
 // Authenticate checks a bearer token with the configured Authenticator.
 func (s *Server) Authenticate(ctx context.Context, bearer string) (store.QueueID, error) {
-	return s.auth.Authenticate(ctx, bearer)
+	q, err := s.auth.Authenticate(ctx, bearer)
+	if err != nil {
+		return store.QueueID{}, err
+	}
+	// A token outlives the removal of its device or the deletion of its
+	// account by up to its lifetime: refuse it as soon as the directory
+	// no longer lists the device. If the directory cannot be reached, the
+	// valid token is accepted, so that stored messages still flow while
+	// the key server is down.
+	devices, derr := s.dir.Devices(ctx, q.Account)
+	switch {
+	case errors.Is(derr, ErrUnknownAccount):
+		return store.QueueID{}, errRevoked
+	case derr != nil:
+		s.log.Warn("relay: device directory unavailable; accepting a valid token", "err", derr)
+	case !slices.Contains(devices, q.Device):
+		return store.QueueID{}, errRevoked
+	}
+	return q, nil
 }
+
+// errRevoked reports a valid token whose device or account is gone.
+var errRevoked = errors.New("relay: device no longer in its account's device list")
 
 // Close stops accepting connections, closes every connection with "going
 // away" (1001), stops the sweeper and the push workers, and waits for all

@@ -511,25 +511,17 @@ func TestHostileBattery(t *testing.T) {
 	}
 	n++
 
-	// Known failures (RELIABILITY.md, Found 3): the relay checks a token's
-	// signature, issuer, audience and expiry but not that its account and
-	// device still exist, so a token of a deleted account or a removed
-	// device works at the relay until it expires (at most 1 hour). These
-	// assert the current behaviour.
-	known := []hcase{
-		{name: "relay: send with a token of no account", method: "POST", path: "/v1/messages", body: validFrame, bearer: ghostTok},
+	// A validly signed token of an account the key server does not know
+	// (deleted, or never registered) is refused by the relay, which checks
+	// the device against the directory (RELIABILITY.md, Found 3, fixed).
+	r := do(t, base, hcase{name: "relay: send with a token of no account", method: "POST", path: "/v1/messages", body: validFrame, bearer: ghostTok})
+	if r.status != http.StatusUnauthorized {
+		t.Errorf("relay: send with a token of no account: %d %s", r.status, r.body)
 	}
-	for _, c := range known {
-		r := do(t, base, c)
-		if r.status != 200 {
-			t.Logf("KNOWN FAILURE fixed? %s: %d %s (update RELIABILITY.md)", c.name, r.status, r.body)
-		}
-		n++
-	}
+	n++
 	if c, _, err := dial(ghostTok, wire.Subprotocol); err == nil {
-		c.CloseNow() // KNOWN FAILURE: connects (see above)
-	} else {
-		t.Logf("KNOWN FAILURE fixed? ws with a token of no account refused: %v", err)
+		c.CloseNow()
+		t.Error("relay: WebSocket with a token of no account connected")
 	}
 	n++
 
