@@ -134,8 +134,8 @@ const whoamiHelp = `Usage: sotto whoami [--qr]
 Prints the account ID, this device's number, the handle and the invite link
 that others pass to "sotto contacts add".
 
-With --qr the QR payload is printed as text: this version has no QR
-renderer, so encode the payload with any QR tool.
+With --qr the invite is also drawn as a QR code (Unicode blocks, for a
+dark terminal background) for a phone to scan.
 
 Example:
   $ sotto whoami
@@ -164,7 +164,9 @@ func cmdWhoami(a *app, args []string) error {
 	}
 	fmt.Fprintf(a.stdout, "invite  %s\n", inv)
 	if *qr {
-		fmt.Fprintf(a.stdout, "QR payload (no QR renderer in this version; encode this text): %s\n", inv.QRPayload())
+		if err := renderQR(a.stdout, inv.QRPayload()); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -909,8 +911,8 @@ func (a *app) printGroup(s *session, g client.Group) error {
 const verifyHelp = `Usage: sotto verify TO [--mark-verified]
 
 Prints the safety number of this account and a contact as digits (the same
-on both sides) and the QR payload in hex (this version has no QR
-renderer). Compare them out of band, then record it with --mark-verified.
+on both sides) and as a QR code (its payload in hex) for the other phone to
+scan. Compare them out of band, then record it with --mark-verified.
 
 Example:
   $ sotto verify Bob
@@ -948,7 +950,9 @@ func cmdVerify(a *app, args []string) error {
 			"qr_payload": hex.EncodeToString(sn.QRPayload()), "verified": c.Verified})
 	}
 	fmt.Fprintf(a.stdout, "safety number with %s:\n%s\n", id, sn)
-	fmt.Fprintf(a.stdout, "QR payload (hex; no QR renderer in this version): %s\n", hex.EncodeToString(sn.QRPayload()))
+	if err := renderQR(a.stdout, hex.EncodeToString(sn.QRPayload())); err != nil {
+		return err
+	}
 	fmt.Fprintf(a.stdout, "verified: %s\n", strconv.FormatBool(c.Verified))
 	return nil
 }
@@ -1023,8 +1027,8 @@ accepts it; then this home holds a new device of that account. The trust
 root is fetched or pinned as for "register". On the device that created
 the account, "link --accept CODE" adds the device that shows CODE.
 
-The code holds a one-time secret: show it only to yourself. QR rendering is
-not available in this version; the text is the QR payload.
+The code holds a one-time secret: show it only to yourself. It is shown as
+text and as a QR code.
 
 Example:
   new$ sotto --home ~/.sotto-laptop link --server https://sotto.example.org
@@ -1088,7 +1092,8 @@ func cmdLink(a *app, args []string) error {
 				a.printJSON(map[string]any{"link_code": code.String()})
 				return
 			}
-			fmt.Fprintf(a.stdout, "link code (QR rendering not available; this text is the QR payload):\n%s\n", code)
+			fmt.Fprintf(a.stdout, "link code:\n%s\n", code)
+			renderQR(a.stdout, code.String()) // the text above is the fallback
 			fmt.Fprintf(a.stdout, "on your existing device run: sotto link --accept '%s'\nwaiting...\n", code)
 		})
 	if err != nil {
