@@ -15,6 +15,12 @@ func TestBadConfigurationExitsTwo(t *testing.T) {
 	if err := os.Mkdir(readOnly, 0o500); err != nil {
 		t.Fatal(err)
 	}
+	// A data directory that cannot be created or written even by root:
+	// its parent is a regular file.
+	notADir := filepath.Join(dir, "file")
+	if err := os.WriteFile(notADir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		args []string
@@ -33,6 +39,7 @@ func TestBadConfigurationExitsTwo(t *testing.T) {
 		{"relay without key server", []string{"relay"}, nil, "--keyserver-url"},
 		{"keyserver without relay", []string{"keyserver"}, nil, "--relay-url"},
 		{"plain HTTP on a public address", []string{"--listen", ":7340"}, nil, "refusing plain HTTP"},
+		{"data directory under a file", []string{"--data", filepath.Join(notADir, "data")}, nil, "data directory"},
 		{"bad trusted proxy", []string{"--trusted-proxies", "10.0.0.0/99"}, nil, "CIDR"},
 	}
 	if os.Geteuid() != 0 { // root writes anywhere
