@@ -128,7 +128,10 @@ func (c *Client) maintainPreKeys(ctx context.Context) error {
 		n = PreKeyBatch - min(ec, kem)
 	}
 	if n == 0 && !rotate {
-		return nil
+		// Pruning runs on every pass, not only after a rotation, so that a
+		// pass that found the rotation already done still drops what has
+		// outlived the grace period.
+		return c.pruneSignedPreKeys(ctx)
 	}
 	keys, err := c.newPreKeys(ctx, rotate, n)
 	if err != nil {
@@ -144,10 +147,7 @@ func (c *Client) maintainPreKeys(ctx context.Context) error {
 		return wrap("upload prekeys", err)
 	}
 	c.log.Debug("client: prekeys uploaded", "one_time", n, "rotated", rotate)
-	if rotate {
-		return c.pruneSignedPreKeys(ctx)
-	}
-	return nil
+	return c.pruneSignedPreKeys(ctx)
 }
 
 // pruneSignedPreKeys deletes signed and last-resort prekeys replaced more
