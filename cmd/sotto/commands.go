@@ -60,17 +60,9 @@ func cmdRegister(a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	fetched := false
-	if *rootText == "" {
-		*rootText, err = a.fetchTrustRoot(*server)
-		if err != nil {
-			return err
-		}
-		fetched = true
-	}
-	root, err := crypto.ParseTrustRoot(strings.TrimSpace(*rootText))
+	root, fetched, err := a.trustRoot("register", *server, *rootText)
 	if err != nil {
-		return usageError("register: --trust-root: %v", err)
+		return err
 	}
 	if err := os.MkdirAll(a.home, 0o700); err != nil {
 		return fmt.Errorf("creating home: %w", err)
@@ -1071,14 +1063,9 @@ func cmdLink(a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *rootText == "" {
-		if *rootText, err = a.fetchTrustRoot(*server); err != nil {
-			return err
-		}
-	}
-	root, err := crypto.ParseTrustRoot(strings.TrimSpace(*rootText))
+	root, _, err := a.trustRoot("link", *server, *rootText)
 	if err != nil {
-		return usageError("link: --trust-root: %v", err)
+		return err
 	}
 	if err := os.MkdirAll(a.home, 0o700); err != nil {
 		return err
@@ -1198,14 +1185,9 @@ func cmdImport(a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *rootText == "" {
-		if *rootText, err = a.fetchTrustRoot(*server); err != nil {
-			return err
-		}
-	}
-	root, err := crypto.ParseTrustRoot(strings.TrimSpace(*rootText))
+	root, _, err := a.trustRoot("import", *server, *rootText)
 	if err != nil {
-		return usageError("import: --trust-root: %v", err)
+		return err
 	}
 	if err := os.MkdirAll(a.home, 0o700); err != nil {
 		return err
@@ -1266,4 +1248,21 @@ func cmdPassphrase(a *app, args []string) error {
 		fmt.Fprintln(a.stdout, "passphrase changed")
 	}
 	return nil
+}
+
+// trustRoot returns the trust root a new home pins: the one given with
+// --trust-root (text), else the one the server publishes, fetched on this
+// first use (fetched reports which).
+func (a *app) trustRoot(cmd, server, text string) (root crypto.TrustRoot, fetched bool, err error) {
+	if text == "" {
+		if text, err = a.fetchTrustRoot(server); err != nil {
+			return crypto.TrustRoot{}, false, err
+		}
+		fetched = true
+	}
+	root, err = crypto.ParseTrustRoot(strings.TrimSpace(text))
+	if err != nil {
+		return crypto.TrustRoot{}, false, usageError("%s: --trust-root: %v", cmd, err)
+	}
+	return root, fetched, nil
 }
