@@ -1,0 +1,234 @@
+package client
+
+// What a decrypted message does: history, receipts, edits and deletes,
+// transcripts from this account's other devices, group updates and resends.
+// handleDelivery (receive.go) calls apply under cryptoMu.
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sotto-im/sotto/client/internal/content"
+	"github.com/sotto-im/sotto/crypto"
+)
+
+// apply acts on one decrypted message. It runs under cryptoMu and returns
+// the events to emit once the lock is released. Errors from the store are
+// local (the message is then not acknowledged).
+func (c *Client) apply(ctx context.Context, sender crypto.Address, contact *contactRecord, m *content.Message, ephemeral bool) ([]Event, error) {
+	now := c.now()
+	if contact != nil && m.AccessKey != ([32]byte{}) && string(contact.AccessKey) != string(m.AccessKey[:]) {
+		contact.AccessKey = append([]byte(nil), m.AccessKey[:]...)
+		if err := c.saveContact(ctx, contact); err != nil {
+			return nil, local(err)
+		}
+	} else if contact != nil {
+		if _, err := c.loadContact(ctx, contact.Account); errors.Is(err, ErrUnknownContact) {
+			if err := c.saveContact(ctx, contact); err != nil {
+				return nil, local(err)
+			}
+		}
+	}
+	author := sender.Account
+	conv := directConversation(author)
+	if m.Group != ([16]byte{}) {
+		conv = groupConversation(m.Group)
+	}
+	if ephemeral && m.Kind != content.KindTyping {
+		return nil, nil
+	}
+	if m.Group != ([16]byte{}) && groupKinds[m.Kind] {
+		// Only members may write to a group.
+		g, err := c.loadGroup(ctx, m.Group)
+		if err != nil || g.role(author) == 0 || g.Left {
+			return nil, nil
+		}
+	}
+	switch m.Kind {
+	case content.KindText:
+		sm := &storedMessage{From: author, Sent: m.Sent, Received: now, Text: m.Text, Attachments: m.Attachments,
+			Status: StatusReceived, Timer: m.Timer}
+		if m.Reply != nil {
+			id := MessageID(m.Reply.ID)
+			sm.ReplyTo = &id
+		}
+		if m.Timer > 0 {
+			sm.ExpiresAt = m.Sent.Add(m.Timer)
+		}
+		if err := c.putMessage(ctx, conv, m.ID, sm); err != nil {
+			return nil, local(err)
+		}
+		if m.Group == ([16]byte{}) {
+			c.queueReceipt(author, m.ID)
+		}
+		return []Event{MessageEvent{Message: sm.public(conv, m.ID)}}, nil
+	case content.KindReaction, content.KindEdit, content.KindDelete:
+		return c.applyChange(ctx, conv, author, m)
+	case content.KindTimer:
+		cr, err := c.loadConv(ctx, conv)
+		if err != nil {
+			return nil, nil
+		}
+		cr.Timer = m.Timer
+		return nil, local(c.saveConv(ctx, conv, cr))
+	case content.KindReceipt:
+		st := StatusDelivered
+		if m.Receipt.Type == content.ReceiptRead {
+			st = StatusRead
+		}
+		ev := ReceiptEvent{Conversation: conv, From: author, Status: st}
+		var evs []Event
+		for _, id := range m.Receipt.IDs {
+			ev.IDs = append(ev.IDs, id)
+			if ue, ok := c.advanceStatus(ctx, conv, id, st); ok {
+				evs = append(evs, ue)
+			}
+		}
+		return append(evs, ev), nil
+	case content.KindTyping:
+		return []Event{TypingEvent{Conversation: conv, From: author, Typing: m.Typing}}, nil
+	case content.KindResendRequest:
+		c.resend(ctx, sender, conv, m.Target)
+		return nil, nil
+	case content.KindProfile:
+		return nil, nil
+	case content.KindGroupUpdate:
+		return c.applyGroupUpdate(ctx, author, m)
+	case content.KindSenderKey:
+		return nil, c.applySenderKey(ctx, sender, m)
+	case content.KindTranscript:
+		if sender.Account != c.id.account {
+			return nil, nil
+		}
+		return c.applyTranscript(ctx, m)
+	}
+	return nil, nil
+}
+
+// applyChange applies a reaction, edit or delete by author.
+func (c *Client) applyChange(ctx context.Context, conv ConversationID, author crypto.AccountID, m *content.Message) ([]Event, error) {
+	sm, err := c.getMessage(ctx, conv, m.Target)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, local(err)
+	}
+	switch m.Kind {
+	case content.KindReaction:
+		if sm.Reactions == nil {
+			sm.Reactions = map[string]string{}
+		}
+		if m.Remove || m.Emoji == "" {
+			delete(sm.Reactions, author.String())
+		} else {
+			sm.Reactions[author.String()] = m.Emoji
+		}
+	case content.KindEdit, content.KindDelete:
+		// Only the author may edit or delete, within the window (measured
+		// on the author's clocks, which is all there is).
+		if sm.From != author || m.Sent.Sub(sm.Sent) > DeleteWindow || sm.Deleted {
+			return nil, nil
+		}
+		if m.Kind == content.KindEdit {
+			sm.Text, sm.Edited = m.Text, true
+		} else {
+			sm.Text, sm.Attachments, sm.Reactions, sm.Deleted = "", nil, nil, true
+		}
+	}
+	if err := c.putMessage(ctx, conv, m.Target, sm); err != nil {
+		return nil, local(err)
+	}
+	return []Event{UpdateEvent{Message: sm.public(conv, m.Target)}}, nil
+}
+
+// applyReaction records this account's own reaction locally.
+func (c *Client) applyReaction(ctx context.Context, conv ConversationID, who crypto.AccountID, target MessageID, emoji string) error {
+	_, err := c.applyChange(ctx, conv, who, &content.Message{Kind: content.KindReaction, Target: target, Emoji: emoji, Remove: emoji == ""})
+	return err
+}
+
+// advanceStatus moves an outgoing message's status forward; it returns the
+// update event to emit.
+func (c *Client) advanceStatus(ctx context.Context, conv ConversationID, id [16]byte, s Status) (Event, bool) {
+	sm, err := c.getMessage(ctx, conv, id)
+	if err != nil || !sm.Outgoing || sm.Status >= s {
+		return nil, false
+	}
+	sm.Status = s
+	if c.putMessage(ctx, conv, id, sm) != nil {
+		return nil, false
+	}
+	return UpdateEvent{Message: sm.public(conv, id)}, true
+}
+
+// applyTranscript stores a message this account sent from another device.
+func (c *Client) applyTranscript(ctx context.Context, t *content.Message) ([]Event, error) {
+	m, err := content.Parse(t.Nested)
+	if err != nil {
+		return nil, nil
+	}
+	var conv ConversationID
+	if t.Destination.Group != ([16]byte{}) {
+		conv = groupConversation(t.Destination.Group)
+	} else {
+		conv = directConversation(t.Destination.Account)
+		if _, err := c.loadConv(ctx, conv); errors.Is(err, ErrUnknownConversation) {
+			// A contact added on the other device.
+			if err := c.saveConv(ctx, conv, &convRecord{Peer: t.Destination.Account}); err != nil {
+				return nil, local(err)
+			}
+			if _, err := c.loadContact(ctx, t.Destination.Account); errors.Is(err, ErrUnknownContact) {
+				if err := c.saveContact(ctx, &contactRecord{Account: t.Destination.Account}); err != nil {
+					return nil, local(err)
+				}
+			}
+		}
+	}
+	switch m.Kind {
+	case content.KindText:
+		sm := &storedMessage{From: c.id.account, Outgoing: true, Sent: m.Sent, Received: c.now(), Text: m.Text,
+			Attachments: m.Attachments, Status: StatusSent, Timer: m.Timer}
+		if m.Reply != nil {
+			id := MessageID(m.Reply.ID)
+			sm.ReplyTo = &id
+		}
+		if m.Timer > 0 {
+			sm.ExpiresAt = m.Sent.Add(m.Timer)
+		}
+		if err := c.putMessage(ctx, conv, m.ID, sm); err != nil {
+			return nil, local(err)
+		}
+		return []Event{MessageEvent{Message: sm.public(conv, m.ID)}}, nil
+	case content.KindReaction, content.KindEdit, content.KindDelete:
+		return c.applyChange(ctx, conv, c.id.account, m)
+	case content.KindTimer:
+		if cr, err := c.loadConv(ctx, conv); err == nil {
+			cr.Timer = m.Timer
+			return nil, local(c.saveConv(ctx, conv, cr))
+		}
+	}
+	return nil, nil
+}
+
+// resend answers a resend request: it sends the stored message again,
+// with the same ID, over a fresh session with the requesting device.
+func (c *Client) resend(ctx context.Context, from crypto.Address, conv ConversationID, id [16]byte) {
+	sm, err := c.getMessage(ctx, conv, id)
+	if err != nil || !sm.Outgoing || sm.Deleted {
+		return
+	}
+	m := &content.Message{Kind: content.KindText, ID: id, Sent: sm.Sent.Truncate(time.Millisecond), Text: sm.Text,
+		Attachments: sm.Attachments, Timer: sm.Timer}
+	if sm.ReplyTo != nil {
+		m.Reply = &content.Reply{ID: *sm.ReplyTo}
+	}
+	// The message keeps its ID, so the recipient stores it as the message
+	// it missed; the relay gets a fresh ID, since it remembers the first.
+	go func() {
+		if err := c.enqueueRelay(c.ctx, conv, []crypto.AccountID{from.Account}, m, false, false, newID()); err != nil {
+			c.log.Debug("client: resend not queued", "err", err)
+		}
+	}()
+}
