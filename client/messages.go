@@ -3,8 +3,6 @@ package client
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
-	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -13,67 +11,6 @@ import (
 	"github.com/sotto-im/sotto/client/store"
 	"github.com/sotto-im/sotto/crypto"
 )
-
-// storedMessage is the history record of one message (MessageRecord.Data).
-type storedMessage struct {
-	V           int               `json:"v"`
-	From        crypto.AccountID  `json:"from"`
-	Outgoing    bool              `json:"out,omitempty"`
-	Sent        time.Time         `json:"sent"`
-	Received    time.Time         `json:"recv"`
-	Text        string            `json:"text,omitempty"`
-	ReplyTo     *MessageID        `json:"reply,omitempty"`
-	Attachments []Attachment      `json:"att,omitempty"`
-	Status      Status            `json:"status"`
-	Edited      bool              `json:"edited,omitempty"`
-	Deleted     bool              `json:"deleted,omitempty"`
-	Reactions   map[string]string `json:"react,omitempty"`
-	ExpiresAt   time.Time         `json:"exp,omitzero"`
-	Timer       time.Duration     `json:"timer,omitempty"`
-}
-
-func (m *storedMessage) public(conv ConversationID, id [16]byte) Message {
-	out := Message{ID: id, Conversation: conv, From: m.From, Outgoing: m.Outgoing, Sent: m.Sent, Received: m.Received,
-		Text: m.Text, ReplyTo: m.ReplyTo, Attachments: m.Attachments, Status: m.Status, Edited: m.Edited,
-		Deleted: m.Deleted, ExpiresAt: m.ExpiresAt}
-	if len(m.Reactions) > 0 {
-		out.Reactions = make(map[crypto.AccountID]string, len(m.Reactions))
-		for k, v := range m.Reactions {
-			if a, err := crypto.ParseAccountID(k); err == nil {
-				out.Reactions[a] = v
-			}
-		}
-	}
-	return out
-}
-
-func (c *Client) putMessage(ctx context.Context, conv ConversationID, id [16]byte, m *storedMessage) error {
-	m.V = recordVersion
-	b, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	return wrap("store message", c.st.PutMessage(ctx, store.MessageRecord{Conversation: conv, ID: id, Time: m.Sent, Data: b}))
-}
-
-func (c *Client) getMessage(ctx context.Context, conv ConversationID, id [16]byte) (*storedMessage, error) {
-	r, err := c.st.GetMessage(ctx, conv, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, wrap("load message", err)
-	}
-	return decodeStored(r.Data)
-}
-
-func decodeStored(b []byte) (*storedMessage, error) {
-	m := new(storedMessage)
-	if err := json.Unmarshal(b, m); err != nil {
-		return nil, wrap("message record", err)
-	}
-	return m, nil
-}
 
 // Draft is what an app sends: build it with [Text] and the With methods.
 type Draft struct {
