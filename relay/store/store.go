@@ -127,6 +127,28 @@ type Queues interface {
 	Sweep(ctx context.Context, now time.Time) (int, error)
 }
 
+// OrderedPutter is implemented by stores that can split a Put into its
+// submission and its completion. Puts started one after another by one
+// goroutine are committed in that order: for each queue, entries of an
+// earlier StartPut get smaller cursors than entries of a later one.
+//
+// The relay stores the Send frames of one connection through it, so that a
+// client may pipeline its sends and still have them stored in the order it
+// wrote them; a store without it only offers Put, and pipelined sends may
+// then be stored in any order.
+type OrderedPutter interface {
+	// StartPut submits the Put and returns at once (after the submission
+	// has its place in the commit order); wait blocks until the Put is
+	// durable (or failed) and returns what Put would have returned.
+	//
+	// A Put refused by validation (a full queue) takes no place: it does
+	// not hold up the Puts started after it, which may then succeed. ctx
+	// bounds both the submission and the wait; if it ends first the outcome
+	// is unknown (the Put may still be committed). wait may be called more
+	// than once and returns the same outcome each time.
+	StartPut(ctx context.Context, body []byte, entries []Entry) (wait func() ([]PutResult, error))
+}
+
 // Devices holds what the relay keeps per account/device besides queues.
 type Devices interface {
 	// SetAccessKeyHash records the SHA-256 of the account's delivery access

@@ -285,22 +285,37 @@ func (d *DB) Close() error {
 // submit hands o to the committer and waits for its outcome. If ctx ends
 // first the outcome is unknown to the caller (the op may still be applied).
 func (d *DB) submit(ctx context.Context, o op) error {
-	if err := ctx.Err(); err != nil {
+	r, err := d.enqueue(ctx, o)
+	if err != nil {
 		return err
+	}
+	return r.wait(ctx)
+}
+
+// enqueue hands o to the committer and returns once it is in the request
+// channel: the committer applies requests in channel order, so ops enqueued
+// one after another by one goroutine are applied (and get their sequence
+// numbers) in that order.
+func (d *DB) enqueue(ctx context.Context, o op) (*request, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	r := &request{op: o, done: make(chan error, 1)}
 	d.closeMu.RLock()
+	defer d.closeMu.RUnlock()
 	if d.closeMu.closed {
-		d.closeMu.RUnlock()
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	select {
 	case d.reqs <- r:
+		return r, nil
 	case <-ctx.Done():
-		d.closeMu.RUnlock()
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
-	d.closeMu.RUnlock()
+}
+
+// wait waits for the outcome of an enqueued request.
+func (r *request) wait(ctx context.Context) error {
 	select {
 	case err := <-r.done:
 		return err

@@ -17,6 +17,8 @@ import (
 var (
 	_ store.Queues  = (*DB)(nil)
 	_ store.Devices = (*DB)(nil)
+
+	_ store.OrderedPutter = (*DB)(nil)
 )
 
 func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
@@ -66,14 +68,34 @@ func (w *writer) decref(bodyID uint64) error {
 
 // Put implements store.Queues.
 func (d *DB) Put(ctx context.Context, body []byte, entries []store.Entry) ([]store.PutResult, error) {
+	return d.StartPut(ctx, body, entries)()
+}
+
+// StartPut implements store.OrderedPutter: the Put takes its place in the
+// committer's request channel before StartPut returns.
+func (d *DB) StartPut(ctx context.Context, body []byte, entries []store.Entry) func() ([]store.PutResult, error) {
+	var (
+		results []store.PutResult
+		err     error
+		r       *request
+		o       = &putOp{body: body, entries: entries}
+	)
 	if len(entries) == 0 {
-		return []store.PutResult{}, nil
+		results = []store.PutResult{}
+	} else if r, err = d.enqueue(ctx, o); err != nil {
+		err = fmt.Errorf("pebblestore: put: %w", err)
 	}
-	o := &putOp{body: body, entries: entries}
-	if err := d.submit(ctx, o); err != nil {
-		return nil, fmt.Errorf("pebblestore: put: %w", err)
+	return func() ([]store.PutResult, error) {
+		if r != nil {
+			if werr := r.wait(ctx); werr != nil {
+				err = fmt.Errorf("pebblestore: put: %w", werr)
+			} else {
+				results = o.results
+			}
+			r = nil
+		}
+		return results, err
 	}
-	return o.results, nil
 }
 
 type putOp struct {

@@ -59,7 +59,8 @@ func RunQueues(t *testing.T, open func(t *testing.T) store.Queues) {
 	RunQueuesWith(t, Queues{Open: open})
 }
 
-// RunQueuesWith runs the queue suite.
+// RunQueuesWith runs the queue suite, including the tests of
+// store.OrderedPutter when the store implements it.
 func RunQueuesWith(t *testing.T, h Queues) {
 	t.Run("Order", h.testOrder)
 	t.Run("PutCursors", h.testPutCursors)
@@ -75,6 +76,7 @@ func RunQueuesWith(t *testing.T, h Queues) {
 	t.Run("Concurrent", h.testConcurrent)
 	t.Run("ConcurrentDuplicates", h.testConcurrentDuplicates)
 	t.Run("Cancelled", h.testCancelled)
+	h.runOrdered(t)
 }
 
 var ctx = context.Background()
