@@ -39,6 +39,7 @@ func BenchmarkPQXDH(b *testing.B) {
 	}
 	b.Run("initiator", func(b *testing.B) {
 		b.ReportAllocs()
+		defer cpuMeter(b)()
 		for b.Loop() {
 			initiate()
 		}
@@ -46,12 +47,14 @@ func BenchmarkPQXDH(b *testing.B) {
 	b.Run("responder", func(b *testing.B) {
 		m := initiate()
 		b.ReportAllocs()
+		defer cpuMeter(b)()
 		for b.Loop() {
 			accept(m)
 		}
 	})
 	b.Run("both", func(b *testing.B) {
 		b.ReportAllocs()
+		defer cpuMeter(b)()
 		for b.Loop() {
 			accept(initiate())
 		}
@@ -78,6 +81,7 @@ func BenchmarkRatchet(b *testing.B) {
 			alice, _ := benchSessions(b)
 			b.SetBytes(int64(size.n))
 			b.ReportAllocs()
+			defer cpuMeter(b)()
 			for b.Loop() {
 				if _, err := alice.Encrypt(pt); err != nil {
 					b.Fatal(err)
@@ -88,6 +92,7 @@ func BenchmarkRatchet(b *testing.B) {
 			alice, _ := benchSessions(b)
 			b.SetBytes(int64(size.n))
 			b.ReportAllocs()
+			defer cpuMeter(b)()
 			for b.Loop() {
 				if _, err := alice.Encrypt(pt); err != nil {
 					b.Fatal(err)
@@ -106,6 +111,7 @@ func BenchmarkRatchet(b *testing.B) {
 			b.SetBytes(int64(size.n))
 			b.ReportAllocs()
 			b.ResetTimer()
+			defer cpuMeter(b)()
 			for i := range b.N {
 				if _, err := bob.Decrypt(msgs[i]); err != nil {
 					b.Fatal(err)
@@ -122,6 +128,7 @@ func BenchmarkRatchet(b *testing.B) {
 			b.SetBytes(int64(size.n))
 			b.ReportAllocs()
 			b.ResetTimer()
+			defer cpuMeter(b)()
 			for i := range b.N {
 				s, err := ParseSession(state)
 				if err != nil {
@@ -140,6 +147,7 @@ func BenchmarkRatchet(b *testing.B) {
 		alice, bob := benchSessions(b)
 		pt := bytes.Repeat([]byte{'x'}, 64)
 		b.ReportAllocs()
+		defer cpuMeter(b)()
 		for b.Loop() {
 			m, _ := alice.Encrypt(pt)
 			if _, err := bob.Decrypt(m); err != nil {
