@@ -59,6 +59,52 @@ func BenchmarkPQXDH(b *testing.B) {
 			accept(initiate())
 		}
 	})
+
+	// The client's path from the key server's bytes: ParsePreKeyBundle,
+	// VerifyAgainst the peer's device list, InitiateSession, the first
+	// message; "both-from-wire" adds AcceptSession.
+	ak := GenerateAccountKey()
+	wd := newTestDevice(b, 2)
+	wd.addr.Account = ak.ID()
+	list := &DeviceList{AccountKey: ak.Public(), Version: 1, Devices: []Device{{ID: wd.addr.Device, Identity: wd.ik.Public()}}}
+	wire, err := wd.bundle(true, true).MarshalBinary()
+	if err != nil {
+		b.Fatal(err)
+	}
+	initiateFromWire := func() []byte {
+		bundle, err := ParsePreKeyBundle(wire)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := bundle.VerifyAgainst(list); err != nil {
+			b.Fatal(err)
+		}
+		s, err := InitiateSession(a.ik, a.addr, bundle)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m, err := s.Encrypt(pt)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return m
+	}
+	b.Run("initiator-from-wire", func(b *testing.B) {
+		b.ReportAllocs()
+		defer cpuMeter(b)()
+		for b.Loop() {
+			initiateFromWire()
+		}
+	})
+	b.Run("both-from-wire", func(b *testing.B) {
+		b.ReportAllocs()
+		defer cpuMeter(b)()
+		for b.Loop() {
+			if _, _, _, err := AcceptSession(wd.ik, wd.addr, wd, initiateFromWire()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // benchSessions returns Alice and Bob after a full round trip, so that
