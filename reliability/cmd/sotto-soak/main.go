@@ -48,8 +48,15 @@ func main() {
 	every := flag.Duration("sample", 15*time.Second, "sampling interval")
 	growth := flag.Float64("max-growth", 0.25, "largest allowed growth of a resource from the second to the last quarter of the run")
 	seed := flag.String("seed", "sotto-soak", "fixture seed")
+	churn := flag.Int("churn", 200, "further devices that go offline for 10–30 s and come back, over and over (their queues fill and drain)")
+	churnRate := flag.Float64("churn-rate", 40, "1:1 messages per second to the churning devices")
+	groupSize := flag.Int("group-size", 100, "recipients of each group message (churning devices; one multi-recipient send)")
+	groupEvery := flag.Duration("group-every", 2*time.Second, "interval between group messages (0: none)")
+	blobEvery := flag.Duration("blob-every", 2*time.Second, "interval between 64 KiB blob uploads, each downloaded and compared (0: none)")
 	flag.Parse()
-	f := loadtest.Fixture{Seed: *seed, Accounts: *devices + *senders}
+	// Accounts: receivers [0, devices), senders, churning devices, and one
+	// account that uploads blobs.
+	f := loadtest.Fixture{Seed: *seed, Accounts: *devices + *senders + *churn + 1}
 	raiseFileLimit()
 
 	if *serve {
@@ -81,7 +88,7 @@ func main() {
 	if err != nil {
 		fatalf("%v", err)
 	}
-	child := exec.Command(self, "-serve", "-dir", *dir, "-seed", *seed, "-devices", strconv.Itoa(*devices), "-senders", strconv.Itoa(*senders))
+	child := exec.Command(self, "-serve", "-dir", *dir, "-seed", *seed, "-devices", strconv.Itoa(*devices), "-senders", strconv.Itoa(*senders), "-churn", strconv.Itoa(*churn))
 	child.Stderr = os.Stderr
 	out, err := child.StdoutPipe()
 	if err != nil {
@@ -108,6 +115,15 @@ func main() {
 	}
 	done := make(chan runOut, 1)
 	warmup := 30 * time.Second
+	mix := newMixed(base, f, *devices+*senders, *churn, *devices+*senders+*churn)
+	mixCtx, stopMix := context.WithCancel(ctx)
+	mixDone := make(chan struct{})
+	go func() {
+		defer close(mixDone)
+		if *churn > 0 {
+			mix.run(mixCtx, *churnRate, *groupSize, *groupEvery, *blobEvery)
+		}
+	}()
 	go func() {
 		res, err := loadtest.Run(ctx, loadtest.Options{URL: base, Fixture: f, Devices: *devices, Senders: *senders, InFlight: 8,
 			Rate: *rate, Payload: *payload, Warmup: warmup, Duration: *duration})
@@ -115,7 +131,7 @@ func main() {
 	}()
 
 	var samples []sample
-	fmt.Printf("%8s %10s %10s %10s %6s %10s\n", "t", "rss_MiB", "heap_MiB", "goroutines", "fds", "disk_MiB")
+	fmt.Printf("%8s %10s %10s %10s %6s %10s %8s %8s\n", "t", "rss_MiB", "heap_MiB", "goroutines", "fds", "disk_MiB", "depth", "online")
 	tick := time.NewTicker(*every)
 	defer tick.Stop()
 	start := time.Now()
@@ -132,12 +148,21 @@ loop:
 				continue
 			}
 			s.At = time.Since(start)
+			s.Depth, s.Online = mix.depth(), int(mix.online.Load())
 			samples = append(samples, s)
-			fmt.Printf("%8s %10.1f %10.1f %10d %6d %10.1f\n", s.At.Round(time.Second), mib(s.RSS), mib(s.Heap), s.Goroutines, s.FDs, mib(s.Disk))
+			fmt.Printf("%8s %10.1f %10.1f %10d %6d %10.1f %8d %8d\n", s.At.Round(time.Second), mib(s.RSS), mib(s.Heap), s.Goroutines, s.FDs, mib(s.Disk), s.Depth, s.Online)
 		}
 	}
+	stopMix()
+	<-mixDone
 	if res.err != nil {
 		fatalf("load: %v", res.err)
+	}
+	lost := 0
+	if *churn > 0 {
+		lost = mix.finish(ctx)
+		fmt.Println(mix.summary())
+		fmt.Printf("mixed: %d accepted deliveries to churning devices never arrived\n", lost)
 	}
 	b, _ := json.Marshal(res.res)
 	fmt.Printf("load result: %s\n", b)
@@ -168,6 +193,9 @@ loop:
 			{"heap", func(s sample) float64 { return float64(s.Heap) }, 16 << 20, false},
 			{"goroutines", func(s sample) float64 { return float64(s.Goroutines) }, 50, false},
 			{"fds", func(s sample) float64 { return float64(s.FDs) }, 20, false},
+			// Undelivered messages queued for the churning devices: it
+			// swings as devices come and go, and must not climb.
+			{"depth", func(s sample) float64 { return float64(s.Depth) }, 2000, false},
 			// The relay keeps the ID of every acknowledged message for its
 			// de-duplication window (24 h by default), so the directory
 			// grows with traffic for a day before it can level off: the
@@ -195,6 +223,9 @@ loop:
 		fmt.Printf("refused sends: %d\n", res.res.Refused)
 		ok = false
 	}
+	if lost > 0 || mix.refused.Load() > 0 || mix.errs.Load() > 0 || mix.blobErrors.Load() > 0 {
+		ok = false
+	}
 	fmt.Printf("summary: %v soak, %d devices, %d messages received (%.0f/s), p99 latency %.1f ms, refused %d, %s\n",
 		*duration, *devices, res.res.Received, res.res.MsgsPerSec, res.res.P99us/1000, res.res.Refused, map[bool]string{true: "PASS", false: "FAIL"}[ok])
 	cleanup()
@@ -209,6 +240,8 @@ type sample struct {
 	Goroutines int
 	FDs        int
 	Disk       int64
+	Depth      int // undelivered messages for the churning devices
+	Online     int // churning devices connected
 }
 
 func take(base string, pid int, dir string) (sample, error) {
