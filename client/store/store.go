@@ -20,6 +20,10 @@
 //     returned unchanged.
 //   - All methods are safe for concurrent use.
 //   - After Close, methods return an error wrapping [ErrClosed].
+//   - A write method that returns nil has made its write durable (it
+//     survives a crash of the process or the machine), unless ctx came from
+//     [Deferred] and the store implements [Syncer]: then the write is
+//     durable after the next Sync.
 //
 // # Security properties
 //
@@ -221,6 +225,38 @@ type SeenStore interface {
 	// PruneSeen forgets the entries recorded at a time before cutoff, so that
 	// the de-duplication table stays bounded.
 	PruneSeen(ctx context.Context, cutoff time.Time) error
+}
+
+// Syncer is implemented by stores whose writes can be made durable in
+// groups. Under a context from Deferred, the store's write methods may
+// return before the write is durable; Sync makes every write that
+// returned before it durable (in the order they were made). Stores that
+// do not implement Syncer make every write durable before returning, and
+// callers then need no Sync.
+//
+// A device that receives many messages at once writes each one under a
+// Deferred context and syncs once before it acknowledges them: one disk
+// flush for the group instead of several per message.
+type Syncer interface {
+	// Sync makes every write that returned before the call durable. After
+	// Close it fails with an error wrapping ErrClosed.
+	Sync(ctx context.Context) error
+}
+
+// deferredKey is the context key of Deferred.
+type deferredKey struct{}
+
+// Deferred returns a context under which writes of a Syncer store need not
+// be durable until the next Sync. Reads under it see the deferred writes
+// at once, like any other write.
+func Deferred(ctx context.Context) context.Context {
+	return context.WithValue(ctx, deferredKey{}, true)
+}
+
+// IsDeferred reports whether ctx came from Deferred (for implementations).
+func IsDeferred(ctx context.Context) bool {
+	v, _ := ctx.Value(deferredKey{}).(bool)
+	return v
 }
 
 // Store is everything the client persists.

@@ -69,7 +69,10 @@ type Store struct {
 	}
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store  = (*Store)(nil)
+	_ store.Syncer = (*Store)(nil)
+)
 
 // New returns an empty in-memory store.
 func New() *Store {
@@ -118,6 +121,16 @@ func (s *Store) lock(ctx context.Context) error {
 
 func notFound(what string) error {
 	return fmt.Errorf("memstore: %s: %w", what, store.ErrNotFound)
+}
+
+// Sync implements [store.Syncer]. Nothing in memory outlives the process,
+// so there is nothing to flush: it only reports a closed store.
+func (s *Store) Sync(ctx context.Context) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	s.mu.Unlock()
+	return nil
 }
 
 // Close empties the store. Further calls fail with store.ErrClosed.

@@ -224,7 +224,10 @@ type DB struct {
 	outboxSeq atomic.Uint64
 }
 
-var _ store.Store = (*DB)(nil)
+var (
+	_ store.Store  = (*DB)(nil)
+	_ store.Syncer = (*DB)(nil)
+)
 
 // Create creates a new store in dir (created with mode 0700 if missing),
 // protected by passphrase. It fails with ErrExists if dir already holds a
@@ -419,16 +422,33 @@ func (d *DB) get(key []byte) ([]byte, error) {
 	return d.open(key, v)
 }
 
-func writeOpts(sync bool) *pebble.WriteOptions {
-	if sync {
-		return pebble.Sync
+// durable returns the write options of a write that the package
+// documentation says is synced: synced, unless ctx came from
+// store.Deferred, in which case the next Sync makes it durable.
+func durable(ctx context.Context) *pebble.WriteOptions {
+	if store.IsDeferred(ctx) {
+		return pebble.NoSync
 	}
-	return pebble.NoSync
+	return pebble.Sync
+}
+
+// Sync implements [store.Syncer]: one synced write to Pebble's log. The log
+// is sequential, so syncing it makes every write that returned before (in
+// particular those made under a store.Deferred context) durable as well.
+func (d *DB) Sync(ctx context.Context) error {
+	if err := d.enter(ctx); err != nil {
+		return err
+	}
+	defer d.exit()
+	if err := d.db.LogData(nil, pebble.Sync); err != nil {
+		return fmt.Errorf("pebblestore: sync: %w", err)
+	}
+	return nil
 }
 
 // set seals value under key and writes it.
-func (d *DB) set(key, value []byte, sync bool) error {
-	return d.db.Set(key, d.seal(key, value), writeOpts(sync))
+func (d *DB) set(key, value []byte, opts *pebble.WriteOptions) error {
+	return d.db.Set(key, d.seal(key, value), opts)
 }
 
 // load is get with the store's error conventions: a missing key wraps
@@ -448,25 +468,26 @@ func (d *DB) load(ctx context.Context, what string, key []byte) ([]byte, error) 
 	return v, nil
 }
 
-// save is set with the store's error conventions.
-func (d *DB) save(ctx context.Context, what string, key, value []byte, sync bool) error {
+// save is set with the store's error conventions, synced unless ctx is
+// deferred.
+func (d *DB) save(ctx context.Context, what string, key, value []byte) error {
 	if err := d.enter(ctx); err != nil {
 		return err
 	}
 	defer d.exit()
-	if err := d.set(key, value, sync); err != nil {
+	if err := d.set(key, value, durable(ctx)); err != nil {
 		return fmt.Errorf("pebblestore: %s: %w", what, err)
 	}
 	return nil
 }
 
-// remove deletes key.
-func (d *DB) remove(ctx context.Context, what string, key []byte, sync bool) error {
+// remove deletes key, synced unless ctx is deferred.
+func (d *DB) remove(ctx context.Context, what string, key []byte) error {
 	if err := d.enter(ctx); err != nil {
 		return err
 	}
 	defer d.exit()
-	if err := d.db.Delete(key, writeOpts(sync)); err != nil {
+	if err := d.db.Delete(key, durable(ctx)); err != nil {
 		return fmt.Errorf("pebblestore: %s: %w", what, err)
 	}
 	return nil

@@ -8,8 +8,6 @@ import (
 	"math"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/sotto-im/sotto/client/store"
 )
 
@@ -105,7 +103,7 @@ func (d *DB) PutMessage(ctx context.Context, m store.MessageRecord) error {
 	if err := b.Set(ik, d.seal(ik, value), nil); err != nil {
 		return fmt.Errorf("pebblestore: put message: %w", err)
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(durable(ctx)); err != nil {
 		return fmt.Errorf("pebblestore: put message: %w", err)
 	}
 	return nil
@@ -175,7 +173,7 @@ func (d *DB) DeleteMessage(ctx context.Context, conv store.ConversationID, id [1
 	}
 	b := d.db.NewBatch()
 	defer b.Close()
-	if err := errors.Join(b.Delete(k.index(t), nil), b.Delete(k.byID, nil), b.Commit(pebble.Sync)); err != nil {
+	if err := errors.Join(b.Delete(k.index(t), nil), b.Delete(k.byID, nil), b.Commit(durable(ctx))); err != nil {
 		return fmt.Errorf("pebblestore: delete message: %w", err)
 	}
 	return nil

@@ -64,7 +64,7 @@ func (d *DB) PutOutbox(ctx context.Context, id [16]byte, rec []byte) error {
 	}
 	k := outboxKey(seq)
 	v := append(append(make([]byte, 0, idSize+len(rec)), id[:]...), rec...)
-	if err := errors.Join(b.Set(k, d.seal(k, v), nil), b.Commit(pebble.Sync)); err != nil {
+	if err := errors.Join(b.Set(k, d.seal(k, v), nil), b.Commit(durable(ctx))); err != nil {
 		return fmt.Errorf("pebblestore: put outbox: %w", err)
 	}
 	return nil
@@ -149,7 +149,7 @@ func (d *DB) MarkSeen(ctx context.Context, sender crypto.AccountID, id [16]byte,
 	default:
 		return false, fmt.Errorf("pebblestore: mark seen: %w", err)
 	}
-	if err := d.set(k, binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano())), false); err != nil {
+	if err := d.set(k, binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano())), pebble.NoSync); err != nil {
 		return false, fmt.Errorf("pebblestore: mark seen: %w", err)
 	}
 	return false, nil

@@ -20,7 +20,7 @@ func (d *DB) LoadIdentity(ctx context.Context) ([]byte, error) {
 
 // StoreIdentity implements [store.IdentityStore]. The write is synced.
 func (d *DB) StoreIdentity(ctx context.Context, rec []byte) error {
-	return d.save(ctx, "store identity", []byte{tIdentity}, rec, true)
+	return d.save(ctx, "store identity", []byte{tIdentity}, rec)
 }
 
 func (d *DB) preKeyKey(kind store.PreKeyKind, id uint32) []byte {
@@ -57,7 +57,7 @@ func (d *DB) StorePreKey(ctx context.Context, kind store.PreKeyKind, id uint32, 
 	if err := checkPreKeyKind(kind); err != nil {
 		return err
 	}
-	return d.save(ctx, "store prekey", d.preKeyKey(kind, id), append(be32(id), rec...), true)
+	return d.save(ctx, "store prekey", d.preKeyKey(kind, id), append(be32(id), rec...))
 }
 
 // RemovePreKey implements [store.PreKeyStore]. The write is synced.
@@ -65,7 +65,7 @@ func (d *DB) RemovePreKey(ctx context.Context, kind store.PreKeyKind, id uint32)
 	if err := checkPreKeyKind(kind); err != nil {
 		return err
 	}
-	return d.remove(ctx, "remove prekey", d.preKeyKey(kind, id), true)
+	return d.remove(ctx, "remove prekey", d.preKeyKey(kind, id))
 }
 
 // PreKeyIDs implements [store.PreKeyStore]. It opens every prekey of kind
@@ -113,12 +113,12 @@ func (d *DB) LoadSession(ctx context.Context, addr crypto.Address) ([]byte, erro
 // StoreSession implements [store.SessionStore]. The write is synced: a
 // ratchet state lost after its message was acknowledged cannot be rebuilt.
 func (d *DB) StoreSession(ctx context.Context, addr crypto.Address, rec []byte) error {
-	return d.save(ctx, "store session", d.sessionKey(addr), append(be32(uint32(addr.Device)), rec...), true)
+	return d.save(ctx, "store session", d.sessionKey(addr), append(be32(uint32(addr.Device)), rec...))
 }
 
 // DeleteSession implements [store.SessionStore]. The write is synced.
 func (d *DB) DeleteSession(ctx context.Context, addr crypto.Address) error {
-	return d.remove(ctx, "delete session", d.sessionKey(addr), true)
+	return d.remove(ctx, "delete session", d.sessionKey(addr))
 }
 
 // SessionDevices implements [store.SessionStore].
@@ -154,7 +154,7 @@ func (d *DB) senderKeyKey(group store.GroupID, sender crypto.Address) []byte {
 
 // StoreSenderKey implements [store.SenderKeyStore]. The write is synced.
 func (d *DB) StoreSenderKey(ctx context.Context, group store.GroupID, sender crypto.Address, rec []byte) error {
-	return d.save(ctx, "store sender key", d.senderKeyKey(group, sender), rec, true)
+	return d.save(ctx, "store sender key", d.senderKeyKey(group, sender), rec)
 }
 
 // DeleteSenderKeys implements [store.SenderKeyStore] with one synced range
@@ -165,7 +165,7 @@ func (d *DB) DeleteSenderKeys(ctx context.Context, group store.GroupID) error {
 	}
 	defer d.exit()
 	lower := d.senderKeyPrefix(group)
-	if err := d.db.DeleteRange(lower, prefixEnd(lower), writeOpts(true)); err != nil {
+	if err := d.db.DeleteRange(lower, prefixEnd(lower), durable(ctx)); err != nil {
 		return fmt.Errorf("pebblestore: delete sender keys: %w", err)
 	}
 	return nil
@@ -210,7 +210,7 @@ func (d *DB) StoreRecord(ctx context.Context, kind string, key []byte, rec []byt
 	}
 	v := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64+len(key)+len(rec)), uint64(len(key)))
 	v = append(append(v, key...), rec...)
-	return d.save(ctx, "store "+kind+" record", d.recordKey(kind, key), v, true)
+	return d.save(ctx, "store "+kind+" record", d.recordKey(kind, key), v)
 }
 
 // DeleteRecord implements [store.RecordStore]. The write is synced.
@@ -218,7 +218,7 @@ func (d *DB) DeleteRecord(ctx context.Context, kind string, key []byte) error {
 	if err := store.CheckKind(kind); err != nil {
 		return err
 	}
-	return d.remove(ctx, "delete "+kind+" record", d.recordKey(kind, key), true)
+	return d.remove(ctx, "delete "+kind+" record", d.recordKey(kind, key))
 }
 
 // ListRecords implements [store.RecordStore]. Records come in the order

@@ -8,7 +8,8 @@
 //
 // The suite checks the contract documented in package store: ErrNotFound,
 // replace semantics, ordering and paging of message history, isolation of
-// namespaces, copies in and out, concurrent use and behaviour after Close.
+// namespaces, copies in and out, concurrent use, writes under a
+// [store.Deferred] context and [store.Syncer], and behaviour after Close.
 package storetest
 
 import (
@@ -50,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CallbacksMayUseStore", testCallbacksMayUseStore},
 		{"Concurrency", testConcurrency},
 		{"Context", testContext},
+		{"Deferred", testDeferred},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -987,6 +989,9 @@ func testClose(t *testing.T, s store.Store) {
 		"MarkSeen":     errOnly(s.MarkSeen(ctx, account(1), msgID(1), base)),
 		"ListOutbox":   s.ListOutbox(ctx, func([16]byte, []byte) error { return nil }),
 	}
+	if sy, ok := s.(store.Syncer); ok {
+		checks["Sync"] = sy.Sync(ctx)
+	}
 	for name, err := range checks {
 		if !errors.Is(err, store.ErrClosed) {
 			t.Errorf("%s after Close = %v, want ErrClosed", name, err)
@@ -995,3 +1000,147 @@ func testClose(t *testing.T, s store.Store) {
 }
 
 func errOf[T any](_ T, err error) error { return err }
+
+// writeSet makes one write of every kind under ctx, and a few removals of
+// records written (durably) first.
+func writeSet(t *testing.T, s store.Store, ctx context.Context) {
+	t.Helper()
+	plain := t.Context()
+	must(t, "StorePreKey", s.StorePreKey(plain, store.OneTimeEC, 9, []byte("gone")))
+	must(t, "StoreSession", s.StoreSession(plain, addr(2, 1), []byte("gone")))
+	must(t, "StoreSenderKey", s.StoreSenderKey(plain, group(2), addr(2, 1), []byte("gone")))
+	must(t, "StoreRecord", s.StoreRecord(plain, "kind", []byte("gone"), []byte("gone")))
+	must(t, "PutMessage", s.PutMessage(plain, message(2, 9, base)))
+	must(t, "PutOutbox", s.PutOutbox(plain, msgID(9), []byte("gone")))
+
+	must(t, "StorePreKey", s.StorePreKey(ctx, store.KEM, 7, []byte("deferred prekey")))
+	must(t, "RemovePreKey", s.RemovePreKey(ctx, store.OneTimeEC, 9))
+	must(t, "StoreSession", s.StoreSession(ctx, addr(1, 3), []byte("deferred session")))
+	must(t, "DeleteSession", s.DeleteSession(ctx, addr(2, 1)))
+	must(t, "StoreSenderKey", s.StoreSenderKey(ctx, group(1), addr(1, 3), []byte("deferred sender key")))
+	must(t, "DeleteSenderKeys", s.DeleteSenderKeys(ctx, group(2)))
+	must(t, "StoreRecord", s.StoreRecord(ctx, "kind", []byte("key"), []byte("deferred record")))
+	must(t, "DeleteRecord", s.DeleteRecord(ctx, "kind", []byte("gone")))
+	for n := range 10 {
+		must(t, "PutMessage", s.PutMessage(ctx, message(1, n, base.Add(time.Duration(n)*time.Second))))
+	}
+	must(t, "DeleteMessage", s.DeleteMessage(ctx, conv(2), msgID(9)))
+	must(t, "PutOutbox", s.PutOutbox(ctx, msgID(1), []byte("deferred outbox")))
+	must(t, "DeleteOutbox", s.DeleteOutbox(ctx, msgID(9)))
+	if seen, err := s.MarkSeen(ctx, account(1), msgID(1), base); err != nil || seen {
+		t.Fatalf("MarkSeen = %v, %v", seen, err)
+	}
+	// Last, so that a store that syncs only some writes (see
+	// WriteDeferredSet) has synced every earlier one by its return.
+	must(t, "StoreIdentity", s.StoreIdentity(ctx, []byte("deferred identity")))
+}
+
+// checkSet checks that every write of writeSet is there.
+func checkSet(t *testing.T, s store.Store) {
+	t.Helper()
+	ctx := t.Context()
+	rec, err := s.LoadIdentity(ctx)
+	mustBytes(t, "LoadIdentity", rec, err, []byte("deferred identity"))
+	rec, err = s.LoadPreKey(ctx, store.KEM, 7)
+	mustBytes(t, "LoadPreKey", rec, err, []byte("deferred prekey"))
+	_, err = s.LoadPreKey(ctx, store.OneTimeEC, 9)
+	mustNotFound(t, "LoadPreKey (removed)", err)
+	rec, err = s.LoadSession(ctx, addr(1, 3))
+	mustBytes(t, "LoadSession", rec, err, []byte("deferred session"))
+	_, err = s.LoadSession(ctx, addr(2, 1))
+	mustNotFound(t, "LoadSession (deleted)", err)
+	rec, err = s.LoadSenderKey(ctx, group(1), addr(1, 3))
+	mustBytes(t, "LoadSenderKey", rec, err, []byte("deferred sender key"))
+	_, err = s.LoadSenderKey(ctx, group(2), addr(2, 1))
+	mustNotFound(t, "LoadSenderKey (deleted)", err)
+	rec, err = s.LoadRecord(ctx, "kind", []byte("key"))
+	mustBytes(t, "LoadRecord", rec, err, []byte("deferred record"))
+	_, err = s.LoadRecord(ctx, "kind", []byte("gone"))
+	mustNotFound(t, "LoadRecord (deleted)", err)
+	list, err := s.ListMessages(ctx, conv(1), time.Time{}, time.Time{}, 0)
+	if err != nil || len(list) != 10 {
+		t.Fatalf("ListMessages = %d messages, %v; want 10", len(list), err)
+	}
+	for i, m := range list {
+		if want := message(1, 9-i, base.Add(time.Duration(9-i)*time.Second)); !sameMessage(m, want) {
+			t.Fatalf("ListMessages[%d] = %+v, want %+v", i, m, want)
+		}
+	}
+	_, err = s.GetMessage(ctx, conv(2), msgID(9))
+	mustNotFound(t, "GetMessage (deleted)", err)
+	ids, recs := listOutbox(t, s)
+	if len(ids) != 1 || ids[0] != msgID(1) || recs[0] != "deferred outbox" {
+		t.Fatalf("ListOutbox = %q, want [deferred outbox]", recs)
+	}
+	if seen, err := s.Seen(ctx, account(1), msgID(1)); err != nil || !seen {
+		t.Fatalf("Seen = %v, %v; want true", seen, err)
+	}
+}
+
+// WriteDeferredSet serves implementations that test durability across a
+// crash: it makes a write of every kind under ctx (a context from
+// [store.Deferred], or not) and ends with StoreIdentity; the records it
+// removes under ctx it first writes without deferral. [CheckDeferredSet] checks
+// that all of it is in s, for example after a Sync, a simulated crash and a
+// reopen.
+func WriteDeferredSet(t *testing.T, s store.Store, ctx context.Context) {
+	t.Helper()
+	writeSet(t, s, ctx)
+}
+
+// CheckDeferredSet checks that every write of [WriteDeferredSet] is in s.
+func CheckDeferredSet(t *testing.T, s store.Store) {
+	t.Helper()
+	checkSet(t, s)
+}
+
+func testDeferred(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	dctx := store.Deferred(ctx)
+	if !store.IsDeferred(dctx) || store.IsDeferred(ctx) {
+		t.Fatal("IsDeferred does not tell a Deferred context")
+	}
+	if !store.IsDeferred(context.WithoutCancel(dctx)) {
+		t.Fatal("IsDeferred lost in a derived context")
+	}
+	// Writes under a Deferred context are visible at once, before any
+	// Sync, like any other write.
+	writeSet(t, s, dctx)
+	checkSet(t, s)
+	sy, ok := s.(store.Syncer)
+	if !ok {
+		return
+	}
+	must(t, "Sync", sy.Sync(ctx))
+	must(t, "Sync (nothing deferred)", sy.Sync(ctx))
+	checkSet(t, s)
+	// Sync and deferred writes may run concurrently with other writers.
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for n := range 20 {
+				if err := s.PutMessage(dctx, message(byte(10+g), n, base.Add(time.Duration(n)))); err != nil {
+					t.Error(err)
+					return
+				}
+				if n%5 == 4 {
+					if err := sy.Sync(ctx); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for g := range 4 {
+		if list, err := s.ListMessages(ctx, conv(byte(10+g)), time.Time{}, time.Time{}, 0); err != nil || len(list) != 20 {
+			t.Fatalf("ListMessages after concurrent deferred writes = %d, %v; want 20", len(list), err)
+		}
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := sy.Sync(cctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Sync with a cancelled context = %v", err)
+	}
+}
