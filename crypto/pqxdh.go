@@ -97,9 +97,9 @@ type initiatorKeys struct {
 }
 
 // initiate runs the initiator's side of PQXDH and sets up its ratchet. It
-// implements PROTOCOL.md §3.3. The bundle's signatures are verified here;
-// that its identity key is the one the peer's device list names is the
-// caller's check.
+// implements PROTOCOL.md §3.3. The bundle's signatures are verified here
+// (once per bundle: [PreKeyBundle.Verify] remembers); that its identity
+// key is the one the peer's device list names is the caller's check.
 func initiate(ik *IdentityPrivateKey, self Address, bundle *PreKeyBundle, keys initiatorKeys) (*Session, error) {
 	if ik == nil || bundle == nil {
 		return nil, errors.New("crypto: pqxdh: nil identity or bundle")

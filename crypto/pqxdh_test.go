@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -222,4 +223,97 @@ func TestAcceptSessionHostile(t *testing.T) {
 	if _, _, _, err := AcceptSession(b.ik, b.addr, b, good); err != nil {
 		t.Fatalf("genuine message: %v", err)
 	}
+}
+
+// TestBundleVerifiedOnce checks that a verified bundle is not verified
+// again (no allocation: the signature check allocates), and that any
+// change to a field the signatures cover, after verification, is caught
+// by Verify and by InitiateSession.
+func TestBundleVerifiedOnce(t *testing.T) {
+	a, bd := newTestDevice(t, 1), newTestDevice(t, 2)
+	fresh := func() *PreKeyBundle {
+		t.Helper()
+		enc, err := bd.bundle(true, true).MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := ParsePreKeyBundle(enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	b := fresh()
+	if n := testing.AllocsPerRun(10, func() {
+		if err := b.Verify(); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("Verify of a parsed bundle allocates %v times: verified again", n)
+	}
+	if _, err := InitiateSession(a.ik, a.addr, b); err != nil {
+		t.Fatal(err)
+	}
+
+	other := GenerateIdentityKey()
+	otherSPK := GenerateSignedPreKey(other, 1)
+	otherKEM := GenerateKEMPreKey(other, 1, true)
+	tampers := []struct {
+		name string
+		f    func(b *PreKeyBundle)
+	}{
+		{"identity", func(b *PreKeyBundle) { b.Identity = other.Public() }},
+		{"signed prekey key", func(b *PreKeyBundle) { b.SignedPreKey.Public = otherSPK.Public }},
+		{"signed prekey ID", func(b *PreKeyBundle) { b.SignedPreKey.ID++ }},
+		{"signed prekey signature in place", func(b *PreKeyBundle) { b.SignedPreKey.Signature[3] ^= 1 }},
+		{"signed prekey signature truncated", func(b *PreKeyBundle) { b.SignedPreKey.Signature = b.SignedPreKey.Signature[:63] }},
+		{"KEM key", func(b *PreKeyBundle) { b.KEMPreKey.EncapsulationKey = otherKEM.EncapsulationKey }},
+		{"KEM ID", func(b *PreKeyBundle) { b.KEMPreKey.ID++ }},
+		{"KEM last resort", func(b *PreKeyBundle) { b.KEMPreKey.LastResort = !b.KEMPreKey.LastResort }},
+		{"KEM signature in place", func(b *PreKeyBundle) { b.KEMPreKey.Signature[60] ^= 0x80 }},
+		{"both keys and signatures from another identity", func(b *PreKeyBundle) {
+			b.SignedPreKey = otherSPK.SignedPreKey
+			b.KEMPreKey = otherKEM.KEMPreKey
+		}},
+	}
+	for _, tc := range tampers {
+		t.Run(tc.name, func(t *testing.T) {
+			b := fresh()
+			if err := b.Verify(); err != nil {
+				t.Fatal(err)
+			}
+			tc.f(b)
+			if err := b.Verify(); !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("Verify after tampering: %v", err)
+			}
+			if _, err := InitiateSession(a.ik, a.addr, b); !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("InitiateSession after tampering: %v", err)
+			}
+		})
+	}
+	t.Run("identity swap with its own signatures", func(t *testing.T) {
+		// A bundle consistently re-signed by another identity verifies:
+		// the device list check (VerifyAgainst) is what refuses it.
+		b := fresh()
+		b.Identity = other.Public()
+		b.SignedPreKey = otherSPK.SignedPreKey
+		b.KEMPreKey = otherKEM.KEMPreKey
+		if err := b.Verify(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("concurrent", func(t *testing.T) {
+		// Verify and InitiateSession only read the bundle's fields, so
+		// concurrent use of one bundle stays race-free (CI runs -race).
+		b := &PreKeyBundle{Address: bd.addr, Identity: bd.ik.Public(), SignedPreKey: bd.spk[1].SignedPreKey, KEMPreKey: bd.kem[1].KEMPreKey}
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				if _, err := InitiateSession(a.ik, a.addr, b); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	})
 }

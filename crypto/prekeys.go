@@ -1,11 +1,13 @@
 package crypto
 
 import (
+	"bytes"
 	"crypto/ecdh"
 	"crypto/mlkem"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 
 	"golang.org/x/crypto/cryptobyte"
 )
@@ -247,12 +249,66 @@ func readOneTimePreKey(s *cryptobyte.String) (*OneTimePreKey, error) {
 //
 //	PreKeyBundle = version u8 (1) || account [20] || device u32 || identity_key [32]
 //	               || SignedPreKey || KEMPreKey || has_one_time u8 || [OneTimePreKey]
+//
+// Verifying the bundle's signatures costs two Ed25519 verifications, so
+// a bundle remembers what it verified: [ParsePreKeyBundle],
+// [PreKeyBundle.Verify], [PreKeyBundle.VerifyAgainst] and
+// [InitiateSession] verify the signatures only once for the same bundle,
+// and again whenever any field they cover has been changed since.
 type PreKeyBundle struct {
 	Address       Address
 	Identity      IdentityKey
 	SignedPreKey  SignedPreKey
 	KEMPreKey     KEMPreKey
 	OneTimePreKey *OneTimePreKey // nil when the device has none left
+
+	// verified records the fields whose signatures were last verified.
+	// It is atomic so that concurrent Verify calls on one bundle stay
+	// race-free, as they were when Verify only read the bundle.
+	verified atomic.Pointer[verifiedBundle]
+}
+
+// verifiedBundle is what a successful signature check covered. The keys
+// are held by pointer: *ecdh.PublicKey and *mlkem.EncapsulationKey768 are
+// immutable, so the same pointer is the same key, and the record keeps
+// them alive so that no other key can take their address.
+type verifiedBundle struct {
+	identity     [PublicKeySize]byte
+	identityX    *ecdh.PublicKey
+	spkID        uint32
+	spk          *ecdh.PublicKey
+	spkSignature [SignatureSize]byte
+	kemID        uint32
+	kemLast      bool
+	kem          *mlkem.EncapsulationKey768
+	kemSignature [SignatureSize]byte
+}
+
+// snapshot returns the record of b's current signed fields.
+func (b *PreKeyBundle) snapshot() *verifiedBundle {
+	v := &verifiedBundle{
+		identity:  b.Identity.ed,
+		identityX: b.Identity.x,
+		spkID:     b.SignedPreKey.ID,
+		spk:       b.SignedPreKey.Public,
+		kemID:     b.KEMPreKey.ID,
+		kemLast:   b.KEMPreKey.LastResort,
+		kem:       b.KEMPreKey.EncapsulationKey,
+	}
+	copy(v.spkSignature[:], b.SignedPreKey.Signature)
+	copy(v.kemSignature[:], b.KEMPreKey.Signature)
+	return v
+}
+
+// covers reports whether v recorded exactly b's current signed fields.
+func (v *verifiedBundle) covers(b *PreKeyBundle) bool {
+	return v != nil &&
+		v.identity == b.Identity.ed && v.identityX == b.Identity.x &&
+		v.spkID == b.SignedPreKey.ID && v.spk == b.SignedPreKey.Public &&
+		bytes.Equal(v.spkSignature[:], b.SignedPreKey.Signature) &&
+		v.kemID == b.KEMPreKey.ID && v.kemLast == b.KEMPreKey.LastResort &&
+		v.kem == b.KEMPreKey.EncapsulationKey &&
+		bytes.Equal(v.kemSignature[:], b.KEMPreKey.Signature)
 }
 
 // MarshalBinary encodes the bundle.
@@ -325,15 +381,35 @@ func ParsePreKeyBundle(data []byte) (*PreKeyBundle, error) {
 }
 
 // Verify checks the signatures of the signed prekey and the KEM prekey by
-// the bundle's identity key.
+// the bundle's identity key. The signatures are verified only if they
+// have not been verified for the bundle's current fields before (see
+// [PreKeyBundle]).
 func (b *PreKeyBundle) Verify() error {
 	if b.Address.Device == 0 {
 		return malformed("prekey bundle: device 0")
 	}
-	if err := b.SignedPreKey.verify(b.Identity); err != nil {
+	if b.verified.Load().covers(b) {
+		return nil
+	}
+	if len(b.SignedPreKey.Signature) != SignatureSize || len(b.KEMPreKey.Signature) != SignatureSize {
+		if err := b.SignedPreKey.verify(b.Identity); err != nil {
+			return err
+		}
+		return b.KEMPreKey.verify(b.Identity)
+	}
+	// Verify a copy and record exactly what was verified.
+	v := b.snapshot()
+	spk := SignedPreKey{ID: v.spkID, Public: v.spk, Signature: v.spkSignature[:]}
+	kem := KEMPreKey{ID: v.kemID, LastResort: v.kemLast, EncapsulationKey: v.kem, Signature: v.kemSignature[:]}
+	identity := IdentityKey{ed: v.identity, x: v.identityX}
+	if err := spk.verify(identity); err != nil {
 		return err
 	}
-	return b.KEMPreKey.verify(b.Identity)
+	if err := kem.verify(identity); err != nil {
+		return err
+	}
+	b.verified.Store(v)
+	return nil
 }
 
 // VerifyAgainst checks the bundle's signatures and that its account, device

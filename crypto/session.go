@@ -65,9 +65,13 @@ type Session struct {
 // device's identity key and self its address.
 //
 // It verifies the signatures of bundle's signed prekey and KEM prekey by
-// the bundle's identity key. The caller MUST already have checked that
-// this identity key is the one the peer account's verified device list
-// names for that device ([PreKeyBundle.VerifyAgainst] does both).
+// the bundle's identity key, unless they were already verified for the
+// bundle's current fields (by [ParsePreKeyBundle], [PreKeyBundle.Verify]
+// or [PreKeyBundle.VerifyAgainst]): the usual path, parse then
+// VerifyAgainst then InitiateSession, verifies them once. The caller MUST
+// already have checked that this identity key is the one the peer
+// account's verified device list names for that device
+// ([PreKeyBundle.VerifyAgainst] does both).
 //
 // The messages the session encrypts are prekey messages, carrying what the
 // responder needs for PQXDH, until the first reply has been decrypted.
