@@ -38,7 +38,8 @@ func newID() [16]byte {
 }
 
 // Send sends a message to a conversation. The message is stored in the
-// history with StatusPending and placed in the outbox before Send returns;
+// history with StatusPending and placed in the outbox, both durably, before
+// Send returns;
 // the client then sends it, retrying until the relay accepts it, and
 // reports status changes with UpdateEvents.
 func (c *Client) Send(ctx context.Context, conv ConversationID, d Draft) (MessageID, error) {
@@ -67,11 +68,19 @@ func (c *Client) Send(ctx context.Context, conv ConversationID, d Draft) (Messag
 	if cr.Timer > 0 {
 		sm.ExpiresAt = m.Sent.Add(cr.Timer)
 	}
-	if err := c.putMessage(ctx, conv, m.ID, sm); err != nil {
+	// Two writes, one sync: the history record and the outbox entry are
+	// written deferred and then made durable together, so that Send still
+	// returns only once both are on disk. Concurrent Sends share their
+	// syncs (the store commits concurrent syncs as one).
+	dctx := deferWrites(ctx)
+	if err := c.putMessage(dctx, conv, m.ID, sm); err != nil {
 		return MessageID{}, err
 	}
-	if err := c.enqueue(ctx, conv, cr, m, true); err != nil {
+	if err := c.enqueue(dctx, conv, cr, m, true); err != nil {
 		return MessageID{}, err
+	}
+	if err := c.syncStore(ctx); err != nil {
+		return MessageID{}, wrap("sync", err)
 	}
 	return m.ID, nil
 }

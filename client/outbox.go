@@ -127,6 +127,8 @@ const maxPlaintext = 2048
 // runOutbox sends the outbox in order, forever, backing off after failures.
 func (c *Client) runOutbox() {
 	defer c.wg.Done()
+	var s sender
+	defer s.drop()
 	backoff := time.Duration(0)
 	for {
 		if backoff > 0 {
@@ -140,7 +142,7 @@ func (c *Client) runOutbox() {
 				// A new message or a new relay connection: try now.
 			}
 		}
-		err := c.flushOutbox(c.ctx)
+		err := c.flushOutbox(c.ctx, &s)
 		if c.ctx.Err() != nil {
 			return
 		}
@@ -162,72 +164,295 @@ func (c *Client) runOutbox() {
 	}
 }
 
-// flushOutbox sends every outbox entry in order; it stops at the first
-// failure so that messages are accepted in the order they were sent.
-func (c *Client) flushOutbox(ctx context.Context) error {
-	type entry struct {
-		id  [16]byte
-		raw []byte
-	}
-	var entries []entry
-	if err := c.st.ListOutbox(ctx, func(id [16]byte, rec []byte) error {
-		entries = append(entries, entry{id, rec})
-		return nil
-	}); err != nil {
-		return wrap("list outbox", err)
-	}
-	for _, e := range entries {
-		if _, busy := c.finalizing.Load(e.id); busy {
-			continue
-		}
-		var rec outboxRecord
-		if err := json.Unmarshal(e.raw, &rec); err != nil {
-			c.log.Error("client: dropping unreadable outbox entry", "err", err)
-			c.st.DeleteOutbox(ctx, e.id)
-			continue
-		}
-		m, err := content.Parse(rec.Content)
-		if err != nil {
-			c.st.DeleteOutbox(ctx, e.id)
-			continue
-		}
-		err = c.deliver(ctx, &rec, m)
-		var perm *permanentError
-		if errors.As(err, &perm) {
-			c.log.Warn("client: message refused for good", "err", err)
-		} else if err != nil {
+// outboxEntry is one parsed outbox entry.
+type outboxEntry struct {
+	key [16]byte // the outbox key (the message ID, or the relay ID of a resend)
+	rec outboxRecord
+	m   *content.Message
+}
+
+// outboxBatch bounds the entries one pass encrypts and sends together:
+// the send socket's window.
+const outboxBatch = sendWindow
+
+// flushOutbox sends every outbox entry in order, a batch at a time; it
+// stops at the first failure so that messages are accepted in the order
+// they were sent.
+func (c *Client) flushOutbox(ctx context.Context, s *sender) error {
+	for {
+		batch, err := c.nextBatch(ctx, outboxBatch)
+		if err != nil || len(batch) == 0 {
 			return err
 		}
-		c.finalize(ctx, e.id, rec, perm == nil)
+		if err := c.sendBatch(ctx, s, batch); err != nil {
+			return err
+		}
 	}
+}
+
+// errStopList ends a ListOutbox walk early.
+var errStopList = errors.New("client: enough outbox entries")
+
+// nextBatch returns up to max outbox entries, oldest first, skipping those
+// being finalized; it deletes entries that do not parse.
+func (c *Client) nextBatch(ctx context.Context, max int) ([]outboxEntry, error) {
+	var (
+		batch []outboxEntry
+		bad   [][16]byte
+	)
+	err := c.st.ListOutbox(ctx, func(id [16]byte, raw []byte) error {
+		if _, busy := c.finalizing.Load(id); busy {
+			return nil
+		}
+		e := outboxEntry{key: id}
+		if err := json.Unmarshal(raw, &e.rec); err != nil {
+			bad = append(bad, id)
+			return nil
+		}
+		m, err := content.Parse(e.rec.Content)
+		if err != nil {
+			bad = append(bad, id)
+			return nil
+		}
+		e.m = m
+		batch = append(batch, e)
+		if len(batch) == max {
+			return errStopList
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopList) {
+		return nil, wrap("list outbox", err)
+	}
+	for _, id := range bad {
+		c.log.Error("client: dropping unreadable outbox entry")
+		c.st.DeleteOutbox(ctx, id)
+	}
+	return batch, nil
+}
+
+// sendBatch sends a batch of outbox entries, in order, and finalizes those
+// the relay accepted. It returns nil when it made progress without a
+// failure (flushOutbox then takes the next batch).
+//
+// The entries up to the first group message are encrypted one after
+// another with their session writes deferred, the sessions are made
+// durable with one sync (a ratchet step must be on disk before its
+// ciphertext leaves: otherwise a crash could reuse a message key), and the
+// sends are pipelined (see sender.go). The first refusal stops the
+// pipeline; that entry then goes through deliver, the one-at-a-time path
+// with the 409 refresh, the 401 fallback and the permanent refusals, and
+// the entries after it are encrypted afresh in the next batch (the
+// ciphertexts of theirs that were not accepted only leave skipped keys at
+// the recipients). A dropped socket or a timeout returns an error: the
+// entries without a 200 are retried after the backoff, and the relay
+// de-duplicates by message ID those whose 200 was lost.
+func (c *Client) sendBatch(ctx context.Context, s *sender, batch []outboxEntry) error {
+	n := 0
+	for n < len(batch) && !batch[n].rec.Group {
+		n++
+	}
+	if n == 0 {
+		// Group messages (sender keys, one multi-recipient send) go one
+		// at a time.
+		return c.sendOne(ctx, &batch[0])
+	}
+	batch = batch[:n]
+	sock, err := s.socket(ctx, c)
+	if err != nil {
+		return err
+	}
+	cert, err := c.senderCert(ctx)
+	if err != nil {
+		return err
+	}
+	dctx := deferWrites(ctx)
+	sends := make([]*wire.Send, 0, n)
+	transcripts := make([]*wire.Send, 0, n)
+	var buildErr error
+	for i := range batch {
+		e := &batch[i]
+		send, err := c.buildSend(dctx, &e.rec, e.m, cert, false)
+		if err != nil {
+			buildErr = err
+			break
+		}
+		var tr *wire.Send
+		if e.rec.Sync {
+			if tr, err = c.buildSend(dctx, &e.rec, e.m, cert, true); err != nil {
+				buildErr = err
+				break
+			}
+		}
+		sends, transcripts = append(sends, send), append(transcripts, tr)
+	}
+	if len(sends) == 0 {
+		return buildErr
+	}
+	batch = batch[:len(sends)]
+	if err := c.syncStore(ctx); err != nil {
+		return wrap("sync sessions", err)
+	}
+
+	var results []*wire.SendResult
+	var sendErr error
+	if sock != nil {
+		results, sendErr = sock.pipeline(ctx, sends, func(send *wire.Send) (*wire.SendResult, error) {
+			return c.postSend(ctx, send)
+		})
+		if sendErr != nil {
+			s.drop()
+		}
+	} else {
+		results = make([]*wire.SendResult, len(sends))
+		for i, send := range sends {
+			r, err := c.postSend(ctx, send)
+			if err != nil {
+				sendErr = err
+				break
+			}
+			if results[i] = r; r.Status != http.StatusOK {
+				break
+			}
+		}
+	}
+
+	// Accepted entries, in order up to the first without a 200: their
+	// transcripts go out (identified, over HTTP), then they are finalized.
+	k := 0
+	for ; k < len(batch); k++ {
+		if results[k] == nil || results[k].Status != http.StatusOK {
+			break
+		}
+		if tr := transcripts[k]; tr != nil {
+			if err := c.postTranscript(ctx, &batch[k], tr, cert); err != nil {
+				c.finalizeBatch(ctx, batch[:k], nil)
+				return err
+			}
+		}
+	}
+	c.finalizeBatch(ctx, batch[:k], nil)
+	switch {
+	case k == len(batch):
+		return buildErr
+	case results[k] == nil:
+		if sendErr == nil {
+			sendErr = errors.New("client: relay did not answer a send")
+		}
+		return sendErr
+	default:
+		return c.sendOne(ctx, &batch[k])
+	}
+}
+
+// postTranscript sends a transcript built in a batch; if the relay does not
+// accept it, deliverTranscript builds it again and handles the refusal.
+func (c *Client) postTranscript(ctx context.Context, e *outboxEntry, tr *wire.Send, cert *crypto.SenderCertificate) error {
+	r, err := c.postSend(ctx, tr)
+	if err != nil {
+		return err
+	}
+	if r.Status == http.StatusOK {
+		return nil
+	}
+	return c.deliverTranscript(ctx, &e.rec, e.m, cert)
+}
+
+// sendOne sends one entry through deliver and finalizes it unless the
+// attempt failed in a way worth retrying.
+func (c *Client) sendOne(ctx context.Context, e *outboxEntry) error {
+	err := c.deliver(ctx, &e.rec, e.m)
+	var perm *permanentError
+	if errors.As(err, &perm) {
+		c.log.Warn("client: message refused for good", "err", err)
+		c.finalizeBatch(ctx, nil, e)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c.finalizeBatch(ctx, []outboxEntry{*e}, nil)
 	return nil
 }
 
-// maxFinalizing bounds the accepted messages whose outbox entry and status
-// are being written in the background.
+// maxFinalizing bounds the batches whose outbox entries and statuses are
+// being written in the background.
 const maxFinalizing = 64
 
-// finalize deletes an accepted message's outbox entry and marks it sent,
-// in the background: these writes need not delay the next send (and
-// concurrent synced writes share a commit). Until it is done the entry is
-// skipped by flushOutbox; a crash before it is done only resends the
-// message under the same ID, which the relay drops as a duplicate.
-func (c *Client) finalize(ctx context.Context, id [16]byte, rec outboxRecord, sent bool) {
-	c.finalizing.Store(id, true)
+// finalizeBatch deletes the outbox entries of accepted messages and marks
+// them sent (and deletes refused, if not nil, without a status change), in
+// the background: these writes need not delay the next send. They are
+// written deferred and made durable with one sync. Until it is done the
+// entries are skipped by nextBatch; a crash before it is done only resends
+// the messages under the same IDs, which the relay drops as duplicates.
+func (c *Client) finalizeBatch(ctx context.Context, accepted []outboxEntry, refused *outboxEntry) {
+	if len(accepted) == 0 && refused == nil {
+		return
+	}
+	type fin struct {
+		key  [16]byte
+		rec  outboxRecord
+		sent bool
+	}
+	list := make([]fin, 0, len(accepted)+1)
+	for i := range accepted {
+		list = append(list, fin{accepted[i].key, accepted[i].rec, true})
+	}
+	if refused != nil {
+		list = append(list, fin{refused.key, refused.rec, false})
+	}
+	for _, f := range list {
+		c.finalizing.Store(f.key, true)
+	}
 	c.finalSem <- struct{}{}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		defer func() { <-c.finalSem }()
-		defer c.finalizing.Delete(id)
-		if err := c.st.DeleteOutbox(ctx, id); err != nil {
-			c.log.Debug("client: outbox entry not deleted", "err", err)
+		defer func() {
+			for _, f := range list {
+				c.finalizing.Delete(f.key)
+			}
+		}()
+		dctx := deferWrites(ctx)
+		var sent []fin
+		for _, f := range list {
+			if err := c.st.DeleteOutbox(dctx, f.key); err != nil {
+				c.log.Debug("client: outbox entry not deleted", "err", err)
+				continue
+			}
+			if f.rec.Track && f.sent {
+				sent = append(sent, f)
+			}
+		}
+		var updates []Message
+		for _, f := range sent {
+			if sm, ok := c.markSent(dctx, f.rec.Conv, f.rec.ID); ok {
+				updates = append(updates, sm)
+			}
+		}
+		// The new statuses are reported once durable.
+		if err := c.syncStore(ctx); err != nil {
+			c.log.Debug("client: outbox finalization not synced", "err", err)
 			return
 		}
-		if rec.Track && sent {
-			c.setStatus(ctx, rec.Conv, rec.ID, StatusSent)
+		for _, m := range updates {
+			c.emit(UpdateEvent{Message: m})
 		}
 	}()
+}
+
+// markSent moves an outgoing message's status to Sent, if it is behind.
+func (c *Client) markSent(ctx context.Context, conv ConversationID, id [16]byte) (Message, bool) {
+	sm, err := c.getMessage(ctx, conv, id)
+	if err != nil || !sm.Outgoing || sm.Status >= StatusSent {
+		return Message{}, false
+	}
+	sm.Status = StatusSent
+	if c.putMessage(ctx, conv, id, sm) != nil {
+		return Message{}, false
+	}
+	return sm.public(conv, id), true
 }
 
 // permanentError is a refusal that retrying cannot fix (410, 400, 413).
@@ -235,18 +460,6 @@ type permanentError struct{ status int }
 
 func (e *permanentError) Error() string {
 	return fmt.Sprintf("client: relay refused the message (%d)", e.status)
-}
-
-// setStatus moves an outgoing message's status forward and reports it.
-func (c *Client) setStatus(ctx context.Context, conv ConversationID, id [16]byte, s Status) {
-	sm, err := c.getMessage(ctx, conv, id)
-	if err != nil || !sm.Outgoing || sm.Status >= s {
-		return
-	}
-	sm.Status = s
-	if c.putMessage(ctx, conv, id, sm) == nil {
-		c.emit(UpdateEvent{Message: sm.public(conv, id)})
-	}
 }
 
 // maxDeviceRetries bounds the 409 refresh-and-retry rounds of one attempt.
@@ -267,9 +480,13 @@ func (c *Client) deliver(ctx context.Context, rec *outboxRecord, m *content.Mess
 		return c.deliverTranscript(ctx, rec, m, cert)
 	}
 	for round := 0; ; round++ {
-		send, err := c.buildSend(ctx, rec, m, cert, false)
+		send, err := c.buildSend(deferWrites(ctx), rec, m, cert, false)
 		if err != nil {
 			return err
+		}
+		// The session steps must be durable before the ciphertext leaves.
+		if err := c.syncStore(ctx); err != nil {
+			return wrap("sync sessions", err)
 		}
 		res, err := c.postSend(ctx, send)
 		if err != nil {
@@ -311,9 +528,12 @@ func (c *Client) deliverTranscript(ctx context.Context, rec *outboxRecord, m *co
 	// identified send: the relay lets an identified sender leave out its
 	// own sending device, which a sealed send cannot.
 	for round := 0; ; round++ {
-		send, err := c.buildSend(ctx, rec, m, cert, true)
+		send, err := c.buildSend(deferWrites(ctx), rec, m, cert, true)
 		if err != nil || send == nil {
 			return err
+		}
+		if err := c.syncStore(ctx); err != nil {
+			return wrap("sync sessions", err)
 		}
 		res, err := c.postSend(ctx, send)
 		if err != nil {
@@ -481,5 +701,22 @@ func (c *Client) refreshOwnDevices(ctx context.Context) error {
 		ids = append(ids, d.ID)
 	}
 	go c.emit(DeviceEvent{Devices: ids})
+	return nil
+}
+
+// deferWrites returns a context under which the store's writes need not be
+// durable until the next syncStore.
+//
+// TODO(client-send): store.Deferred once client/store has it; until then
+// every write is durable when it returns.
+func deferWrites(ctx context.Context) context.Context { return ctx }
+
+// syncStore makes every write that returned before it durable.
+//
+// TODO(client-send): c.sync once receive.go has it.
+func (c *Client) syncStore(ctx context.Context) error {
+	if s, ok := c.st.(interface{ Sync(context.Context) error }); ok {
+		return s.Sync(ctx)
+	}
 	return nil
 }

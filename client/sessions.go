@@ -10,8 +10,11 @@ import (
 
 // This file holds the sending half of the per-device session layer:
 // encrypting one padded plaintext for one device, starting a PQXDH session
-// from a prekey bundle when there is none. The session state is persisted
-// before the envelope leaves, under cryptoMu. (Receiving is in receive.go.)
+// from a prekey bundle when there is none. The session state is written
+// under cryptoMu before the envelope is returned. Under a deferred context
+// (deferWrites) that write need not be durable yet: the caller then syncs
+// the store before the envelope leaves the device, which lets the outbox
+// encrypt a whole batch with one sync. (Receiving is in receive.go.)
 
 // errNeedBundle reports that no session exists for a device: the caller
 // fetches the device's bundle and calls encryptTo again with it.
