@@ -32,6 +32,30 @@ func BenchmarkSealedSender(b *testing.B) {
 			}
 		}
 	})
+	// The same with a Sealer on each side, caches warm: the steady state
+	// of two devices that exchange messages.
+	b.Run("seal+open/256B/sealer", func(b *testing.B) {
+		as, err := NewSealer(alice.key, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		bs, err := NewSealer(bob.key, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		b.SetBytes(int64(len(content)))
+		defer cpuMeter(b)()
+		for b.Loop() {
+			env, err := as.Seal(alice.cert, bob.key.Public(), content)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := bs.Open(env, f.roots, envNow); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 func BenchmarkGroup(b *testing.B) {

@@ -181,53 +181,67 @@ func OpenMulti(recipient *IdentityPrivateKey, header, body []byte, roots []Trust
 	if recipient == nil {
 		return nil, nil, errors.New("crypto: multi-recipient: missing recipient key")
 	}
-	if len(header) != MultiHeaderSize {
-		return nil, nil, malformed("multi-recipient header")
-	}
-	if len(body) < MultiBodyOverhead || len(body) > maxMultiBodySize || body[0] != multiVersion {
-		return nil, nil, malformed("multi-recipient body")
-	}
-	ephPub := body[1 : 1+PublicKeySize]
-	eph, err := ecdh.X25519().NewPublicKey(ephPub)
+	certBytes, content, senderX, err := openMulti(recipient, header, body, recipient.dh)
 	if err != nil {
-		return nil, nil, ErrDecrypt
-	}
-	dh1, err := recipient.dh(eph)
-	if err != nil {
-		return nil, nil, ErrDecrypt
-	}
-	recipientX := recipient.Public().X25519().Bytes()
-	m := make([]byte, 32)
-	subtle.XORBytes(m, header[:32], multiKeyPad(dh1, ephPub, recipientX))
-	bodyKey, commitment := multiBodyKeys(m, ephPub)
-	if subtle.ConstantTimeCompare(commitment, body[1+PublicKeySize:multiBodyPrefixSize]) != 1 {
-		return nil, nil, ErrDecrypt
-	}
-	inner, err := envelopeGCM(bodyKey).Open(nil, zeroNonce[:], body[multiBodyPrefixSize:], body[:1+PublicKeySize])
-	if err != nil {
-		return nil, nil, ErrDecrypt
-	}
-	senderX := inner[:PublicKeySize] // length guaranteed by MultiBodyOverhead
-	senderPub, err := ecdh.X25519().NewPublicKey(senderX)
-	if err != nil {
-		return nil, nil, ErrDecrypt
-	}
-	dh2, err := recipient.dh(senderPub)
-	if err != nil {
-		return nil, nil, ErrDecrypt
-	}
-	bodyHash := sha256.Sum256(body)
-	tag := multiAuthTag(dh2, ephPub, header[:32], bodyHash[:], senderX, recipientX)
-	if subtle.ConstantTimeCompare(tag, header[32:]) != 1 {
-		return nil, nil, ErrDecrypt
-	}
-	certBytes, content, ok := splitCertAndContent(inner[PublicKeySize:])
-	if !ok {
-		return nil, nil, ErrDecrypt
+		return nil, nil, err
 	}
 	cert, err := checkSealedCertificate(certBytes, senderX, roots, now)
 	if err != nil {
 		return nil, nil, err
 	}
 	return cert, content, nil
+}
+
+// openMulti opens and authenticates a multi-recipient message for this
+// device's header and returns the sender certificate's bytes, the content
+// and the sender's X25519 identity key that authenticated it; nothing is
+// verified about the certificate yet. staticDH computes the static-static
+// Diffie-Hellman with the sender's key (as for openEnvelope).
+func openMulti(recipient *IdentityPrivateKey, header, body []byte, staticDH func(*ecdh.PublicKey) ([]byte, error)) (certBytes, content, senderX []byte, err error) {
+	if len(header) != MultiHeaderSize {
+		return nil, nil, nil, malformed("multi-recipient header")
+	}
+	if len(body) < MultiBodyOverhead || len(body) > maxMultiBodySize || body[0] != multiVersion {
+		return nil, nil, nil, malformed("multi-recipient body")
+	}
+	ephPub := body[1 : 1+PublicKeySize]
+	eph, err := ecdh.X25519().NewPublicKey(ephPub)
+	if err != nil {
+		return nil, nil, nil, ErrDecrypt
+	}
+	dh1, err := recipient.dh(eph)
+	if err != nil {
+		return nil, nil, nil, ErrDecrypt
+	}
+	recipientX := recipient.Public().X25519().Bytes()
+	m := make([]byte, 32)
+	subtle.XORBytes(m, header[:32], multiKeyPad(dh1, ephPub, recipientX))
+	bodyKey, commitment := multiBodyKeys(m, ephPub)
+	if subtle.ConstantTimeCompare(commitment, body[1+PublicKeySize:multiBodyPrefixSize]) != 1 {
+		return nil, nil, nil, ErrDecrypt
+	}
+	inner, err := envelopeGCM(bodyKey).Open(nil, zeroNonce[:], body[multiBodyPrefixSize:], body[:1+PublicKeySize])
+	if err != nil {
+		return nil, nil, nil, ErrDecrypt
+	}
+	senderX = inner[:PublicKeySize] // length guaranteed by MultiBodyOverhead
+	senderPub, err := ecdh.X25519().NewPublicKey(senderX)
+	if err != nil {
+		return nil, nil, nil, ErrDecrypt
+	}
+	dh2, err := staticDH(senderPub)
+	if err != nil {
+		return nil, nil, nil, ErrDecrypt
+	}
+	bodyHash := sha256.Sum256(body)
+	tag := multiAuthTag(dh2, ephPub, header[:32], bodyHash[:], senderX, recipientX)
+	clear(dh2)
+	if subtle.ConstantTimeCompare(tag, header[32:]) != 1 {
+		return nil, nil, nil, ErrDecrypt
+	}
+	certBytes, content, ok := splitCertAndContent(inner[PublicKeySize:])
+	if !ok {
+		return nil, nil, nil, ErrDecrypt
+	}
+	return certBytes, content, senderX, nil
 }

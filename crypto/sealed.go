@@ -122,6 +122,18 @@ func checkSealArgs(sender *IdentityPrivateKey, cert *SenderCertificate, recipien
 
 // sealEnvelope implements PROTOCOL.md §5.2 with a given ephemeral key.
 func sealEnvelope(e *ecdh.PrivateKey, sender *IdentityPrivateKey, cert *SenderCertificate, recipient IdentityKey, content []byte) ([]byte, error) {
+	dh2, err := sender.dh(recipient.X25519())
+	if err != nil {
+		return nil, fmt.Errorf("crypto: sealed sender: recipient key: %w", err)
+	}
+	defer clear(dh2)
+	return sealEnvelopeStatic(e, sender, dh2, cert, recipient, content)
+}
+
+// sealEnvelopeStatic is sealEnvelope with the static-static
+// Diffie-Hellman output dh2 = DH(sender, recipient) already computed
+// (by the caller or a [Sealer]'s cache).
+func sealEnvelopeStatic(e *ecdh.PrivateKey, sender *IdentityPrivateKey, dh2 []byte, cert *SenderCertificate, recipient IdentityKey, content []byte) ([]byte, error) {
 	ephPub := e.PublicKey().Bytes()
 	recipientX := recipient.X25519().Bytes()
 
@@ -131,22 +143,21 @@ func sealEnvelope(e *ecdh.PrivateKey, sender *IdentityPrivateKey, cert *SenderCe
 		return nil, fmt.Errorf("crypto: sealed sender: recipient key: %w", err)
 	}
 	chainKey, key1 := sealedLayer1Keys(dh1, ephPub, recipientX)
+	clear(dh1)
 	out := make([]byte, 0, SealedOverhead+len(cert.raw)+len(content))
 	out = append(out, sealedVersion)
 	out = append(out, ephPub...)
 	out = envelopeGCM(key1).Seal(out, zeroNonce[:], sender.Public().X25519().Bytes(), out[:1+PublicKeySize])
 
 	// Layer 2: static-static, authenticates the sender to the recipient.
-	dh2, err := sender.dh(recipient.X25519())
-	if err != nil {
-		return nil, fmt.Errorf("crypto: sealed sender: recipient key: %w", err)
-	}
+	// The inner plaintext is built in place after the prefix and
+	// encrypted over itself.
 	key2 := envelopeKDF(dh2, chainKey, labelSealedStatic, 32)
-	inner := make([]byte, 0, 2+len(cert.raw)+len(content)+gcmTagSize)
+	inner := out[sealedPrefixSize:]
 	inner = append(inner, byte(len(cert.raw)>>8), byte(len(cert.raw)))
 	inner = append(inner, cert.raw...)
 	inner = append(inner, content...)
-	return envelopeGCM(key2).Seal(out, zeroNonce[:], inner, out[:sealedPrefixSize]), nil
+	return envelopeGCM(key2).Seal(out[:sealedPrefixSize], zeroNonce[:], inner, out[:sealedPrefixSize]), nil
 }
 
 // sealedLayer1Keys derives the chain key and layer-1 key:
@@ -174,45 +185,61 @@ func Open(recipient *IdentityPrivateKey, envelope []byte, roots []TrustRoot, now
 	if recipient == nil {
 		return nil, nil, errors.New("crypto: sealed sender: missing recipient key")
 	}
-	if len(envelope) < SealedOverhead || len(envelope) > maxSealedEnvelopeSize || envelope[0] != sealedVersion {
-		return nil, nil, malformed("sealed envelope")
-	}
-	eph, err := ecdh.X25519().NewPublicKey(envelope[1 : 1+PublicKeySize])
+	certBytes, content, senderX, err := openEnvelope(recipient, envelope, recipient.dh)
 	if err != nil {
-		return nil, nil, ErrDecrypt
-	}
-	dh1, err := recipient.dh(eph)
-	if err != nil {
-		return nil, nil, ErrDecrypt
-	}
-	chainKey, key1 := sealedLayer1Keys(dh1, envelope[1:1+PublicKeySize], recipient.Public().X25519().Bytes())
-	senderX, err := envelopeGCM(key1).Open(nil, zeroNonce[:], envelope[1+PublicKeySize:sealedPrefixSize], envelope[:1+PublicKeySize])
-	if err != nil {
-		return nil, nil, ErrDecrypt
-	}
-	senderPub, err := ecdh.X25519().NewPublicKey(senderX)
-	if err != nil {
-		return nil, nil, ErrDecrypt
-	}
-	dh2, err := recipient.dh(senderPub)
-	if err != nil {
-		return nil, nil, ErrDecrypt
-	}
-	key2 := envelopeKDF(dh2, chainKey, labelSealedStatic, 32)
-	inner, err := envelopeGCM(key2).Open(nil, zeroNonce[:], envelope[sealedPrefixSize:], envelope[:sealedPrefixSize])
-	if err != nil {
-		return nil, nil, ErrDecrypt
-	}
-	certBytes, content, ok := splitCertAndContent(inner)
-	if !ok {
-		// Authenticated but malformed: only the sender can produce it.
-		return nil, nil, ErrDecrypt
+		return nil, nil, err
 	}
 	cert, err := checkSealedCertificate(certBytes, senderX, roots, now)
 	if err != nil {
 		return nil, nil, err
 	}
 	return cert, content, nil
+}
+
+// openEnvelope opens both AEAD layers of a sealed envelope (PROTOCOL.md
+// §5.2) and returns the sender certificate's bytes, the content and the
+// sender's X25519 identity key that authenticated the envelope; nothing
+// is verified about the certificate yet. staticDH computes the
+// static-static Diffie-Hellman with the sender's key (the recipient's
+// identity dh, or a [Sealer]'s cache of it).
+func openEnvelope(recipient *IdentityPrivateKey, envelope []byte, staticDH func(*ecdh.PublicKey) ([]byte, error)) (certBytes, content, senderX []byte, err error) {
+	if len(envelope) < SealedOverhead || len(envelope) > maxSealedEnvelopeSize || envelope[0] != sealedVersion {
+		return nil, nil, nil, malformed("sealed envelope")
+	}
+	eph, err := ecdh.X25519().NewPublicKey(envelope[1 : 1+PublicKeySize])
+	if err != nil {
+		return nil, nil, nil, ErrDecrypt
+	}
+	dh1, err := recipient.dh(eph)
+	if err != nil {
+		return nil, nil, nil, ErrDecrypt
+	}
+	chainKey, key1 := sealedLayer1Keys(dh1, envelope[1:1+PublicKeySize], recipient.Public().X25519().Bytes())
+	clear(dh1)
+	senderX, err = envelopeGCM(key1).Open(nil, zeroNonce[:], envelope[1+PublicKeySize:sealedPrefixSize], envelope[:1+PublicKeySize])
+	if err != nil {
+		return nil, nil, nil, ErrDecrypt
+	}
+	senderPub, err := ecdh.X25519().NewPublicKey(senderX)
+	if err != nil {
+		return nil, nil, nil, ErrDecrypt
+	}
+	dh2, err := staticDH(senderPub)
+	if err != nil {
+		return nil, nil, nil, ErrDecrypt
+	}
+	key2 := envelopeKDF(dh2, chainKey, labelSealedStatic, 32)
+	clear(dh2)
+	inner, err := envelopeGCM(key2).Open(nil, zeroNonce[:], envelope[sealedPrefixSize:], envelope[:sealedPrefixSize])
+	if err != nil {
+		return nil, nil, nil, ErrDecrypt
+	}
+	certBytes, content, ok := splitCertAndContent(inner)
+	if !ok {
+		// Authenticated but malformed: only the sender can produce it.
+		return nil, nil, nil, ErrDecrypt
+	}
+	return certBytes, content, senderX, nil
 }
 
 // splitCertAndContent splits cert_length u16 || cert || content.
@@ -232,11 +259,17 @@ func checkSealedCertificate(certBytes, senderX []byte, roots []TrustRoot, now ti
 	if err != nil {
 		return nil, fmt.Errorf("crypto: sealed sender: %w", err)
 	}
+	return cert, checkSealedSender(cert, senderX)
+}
+
+// checkSealedSender checks that a verified certificate names the X25519
+// identity key that authenticated the envelope.
+func checkSealedSender(cert *SenderCertificate, senderX []byte) error {
 	// The map from Ed25519 to X25519 keys is 2-to-1 (P and -P share a u
 	// coordinate), and the private scalars of the two are negations of each
 	// other: whoever authenticated with one holds the other.
 	if subtle.ConstantTimeCompare(cert.Identity.X25519().Bytes(), senderX) != 1 {
-		return nil, ErrSenderMismatch
+		return ErrSenderMismatch
 	}
-	return cert, nil
+	return nil
 }

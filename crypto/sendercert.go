@@ -154,9 +154,16 @@ func (c *SenderCertificate) marshalBody() []byte {
 // check that the identity matches a session: callers that hold one must
 // compare Identity with it.
 func ParseSenderCertificate(data []byte, roots []TrustRoot, now time.Time) (*SenderCertificate, error) {
+	c, _, err := verifySenderCertificate(data, roots, now)
+	return c, err
+}
+
+// verifySenderCertificate is ParseSenderCertificate that also returns the
+// root whose signature verified.
+func verifySenderCertificate(data []byte, roots []TrustRoot, now time.Time) (*SenderCertificate, *TrustRoot, error) {
 	c, sig, err := parseSenderCertificate(data)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var root *TrustRoot
 	for i := range roots {
@@ -166,15 +173,24 @@ func ParseSenderCertificate(data []byte, roots []TrustRoot, now time.Time) (*Sen
 		}
 	}
 	if root == nil || !verifyWithLabel(root.pub[:], labelSenderCert, data[:len(data)-SignatureSize], sig) {
-		return nil, ErrUntrustedCertificate
+		return nil, nil, ErrUntrustedCertificate
 	}
+	if err := checkCertificateTime(c, now); err != nil {
+		return nil, nil, err
+	}
+	return c, root, nil
+}
+
+// checkCertificateTime checks that a certificate has not expired at now
+// and does not expire later than now + MaxSenderCertLifetime.
+func checkCertificateTime(c *SenderCertificate, now time.Time) error {
 	if !now.Before(c.Expires) {
-		return nil, ErrCertificateExpired
+		return ErrCertificateExpired
 	}
 	if c.Expires.After(now.Add(MaxSenderCertLifetime)) {
-		return nil, fmt.Errorf("crypto: sender certificate: expiry too far ahead: %w", ErrUntrustedCertificate)
+		return fmt.Errorf("crypto: sender certificate: expiry too far ahead: %w", ErrUntrustedCertificate)
 	}
-	return c, nil
+	return nil
 }
 
 func parseSenderCertificate(data []byte) (*SenderCertificate, []byte, error) {
