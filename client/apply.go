@@ -47,8 +47,8 @@ func (c *Client) apply(ctx context.Context, sender crypto.Address, contact *cont
 	}
 	switch m.Kind {
 	case content.KindText:
-		sm := &storedMessage{From: author, Sent: m.Sent, Received: now, Text: m.Text, Attachments: m.Attachments,
-			Status: StatusReceived, Timer: m.Timer}
+		sm := &storedMessage{From: author, Device: sender.Device, Sent: m.Sent, Received: now, Text: m.Text,
+			Attachments: m.Attachments, Status: StatusReceived, Timer: m.Timer}
 		if m.Reply != nil {
 			id := MessageID(m.Reply.ID)
 			sm.ReplyTo = &id
@@ -89,7 +89,11 @@ func (c *Client) apply(ctx context.Context, sender crypto.Address, contact *cont
 	case content.KindTyping:
 		return []Event{TypingEvent{Conversation: conv, From: author, Typing: m.Typing}}, nil
 	case content.KindResendRequest:
-		c.resend(ctx, sender, conv, m.Target)
+		if m.Group != ([16]byte{}) {
+			c.groupResend(ctx, sender, m.Group, m.Target)
+		} else {
+			c.resend(ctx, sender, conv, m.Target)
+		}
 		return nil, nil
 	case content.KindProfile:
 		return nil, nil
@@ -101,7 +105,7 @@ func (c *Client) apply(ctx context.Context, sender crypto.Address, contact *cont
 		if sender.Account != c.id.account {
 			return nil, nil
 		}
-		return c.applyTranscript(ctx, m)
+		return c.applyTranscript(ctx, sender.Device, m)
 	}
 	return nil, nil
 }
@@ -164,7 +168,7 @@ func (c *Client) advanceStatus(ctx context.Context, conv ConversationID, id [16]
 }
 
 // applyTranscript stores a message this account sent from another device.
-func (c *Client) applyTranscript(ctx context.Context, t *content.Message) ([]Event, error) {
+func (c *Client) applyTranscript(ctx context.Context, from crypto.DeviceID, t *content.Message) ([]Event, error) {
 	m, err := content.Parse(t.Nested)
 	if err != nil {
 		return nil, nil
@@ -188,8 +192,8 @@ func (c *Client) applyTranscript(ctx context.Context, t *content.Message) ([]Eve
 	}
 	switch m.Kind {
 	case content.KindText:
-		sm := &storedMessage{From: c.id.account, Outgoing: true, Sent: m.Sent, Received: c.now(), Text: m.Text,
-			Attachments: m.Attachments, Status: StatusSent, Timer: m.Timer}
+		sm := &storedMessage{From: c.id.account, Device: from, Outgoing: true, Sent: m.Sent, Received: c.now(),
+			Text: m.Text, Attachments: m.Attachments, Status: StatusSent, Timer: m.Timer}
 		if m.Reply != nil {
 			id := MessageID(m.Reply.ID)
 			sm.ReplyTo = &id
@@ -208,6 +212,13 @@ func (c *Client) applyTranscript(ctx context.Context, t *content.Message) ([]Eve
 			cr.Timer = m.Timer
 			return nil, local(c.saveConv(ctx, conv, cr))
 		}
+	case content.KindGroupUpdate:
+		// A group change made (or a group created) on another device of
+		// this account.
+		if m.Group != t.Destination.Group {
+			return nil, nil
+		}
+		return c.applyGroupUpdate(ctx, c.id.account, m)
 	}
 	return nil, nil
 }
@@ -219,11 +230,7 @@ func (c *Client) resend(ctx context.Context, from crypto.Address, conv Conversat
 	if err != nil || !sm.Outgoing || sm.Deleted {
 		return
 	}
-	m := &content.Message{Kind: content.KindText, ID: id, Sent: sm.Sent.Truncate(time.Millisecond), Text: sm.Text,
-		Attachments: sm.Attachments, Timer: sm.Timer}
-	if sm.ReplyTo != nil {
-		m.Reply = &content.Reply{ID: *sm.ReplyTo}
-	}
+	m := resendContent(id, sm)
 	// The message keeps its ID, so the recipient stores it as the message
 	// it missed; the relay gets a fresh ID, since it remembers the first.
 	go func() {
@@ -231,4 +238,14 @@ func (c *Client) resend(ctx context.Context, from crypto.Address, conv Conversat
 			c.log.Debug("client: resend not queued", "err", err)
 		}
 	}()
+}
+
+// resendContent rebuilds the content of a stored outgoing text message.
+func resendContent(id [16]byte, sm *storedMessage) *content.Message {
+	m := &content.Message{Kind: content.KindText, ID: id, Sent: sm.Sent.Truncate(time.Millisecond), Text: sm.Text,
+		Attachments: sm.Attachments, Timer: sm.Timer}
+	if sm.ReplyTo != nil {
+		m.Reply = &content.Reply{ID: *sm.ReplyTo}
+	}
+	return m
 }

@@ -55,17 +55,22 @@ type Message struct {
 	ID           MessageID
 	Conversation ConversationID
 	From         crypto.AccountID // the author (this account for outgoing messages)
-	Outgoing     bool
-	Sent         time.Time // the author's clock, millisecond precision
-	Received     time.Time // this device's clock
-	Text         string
-	ReplyTo      *MessageID
-	Attachments  []Attachment
-	Status       Status
-	Edited       bool
-	Deleted      bool                        // deleted for everyone: Text and Attachments are empty
-	Reactions    map[crypto.AccountID]string // one emoji per reacting account
-	ExpiresAt    time.Time                   // zero: does not disappear
+	// FromDevice is the author's device that sent the message (for
+	// outgoing messages: this device or the other device of this account
+	// it was sent from); 0 when unknown, as in records stored by older
+	// versions.
+	FromDevice  crypto.DeviceID
+	Outgoing    bool
+	Sent        time.Time // the author's clock, millisecond precision
+	Received    time.Time // this device's clock
+	Text        string
+	ReplyTo     *MessageID
+	Attachments []Attachment
+	Status      Status
+	Edited      bool
+	Deleted     bool                        // deleted for everyone: Text and Attachments are empty
+	Reactions   map[crypto.AccountID]string // one emoji per reacting account
+	ExpiresAt   time.Time                   // zero: does not disappear
 }
 
 // Event is something the client reports on [Client.Events]. It is one of

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"time"
@@ -28,6 +29,24 @@ import (
 // before its first group message; when membership shrinks every remaining
 // member rotates its sender key, so a removed member cannot decrypt what
 // follows.
+//
+// The account's own devices. A change made on one device reaches the
+// account's other devices as a transcript of the group update (the first
+// member's copy is sent with Sync set; applyTranscript applies it as a
+// change by this account), and a newly linked device receives the groups
+// in its provisioning payload (link.go). Each device keeps its own sender
+// key; the account's other devices never need it, since what one device
+// sends to a group reaches the others as a transcript. Other members'
+// devices send to every device of this account's device list, and after
+// the relay's 409 for a new device they distribute their sender key again.
+//
+// Recovery. A group message that does not decrypt (the receiver lacks the
+// sender's key: lost, or the receiver was reinstalled or linked late) makes
+// the receiver send a resend request naming the group and the relay message
+// ID (groupDecryptFailed). The sender's device answers with the group
+// state, its current sender key and, if the message is in its history, the
+// message itself pairwise under its original ID (groupResend). Other
+// messages sent under a key the receiver never held are not recovered.
 
 // Group is a group conversation's state.
 type Group struct {
@@ -260,14 +279,50 @@ func (c *Client) announce(ctx context.Context, g *groupRecord, old []content.Mem
 			to[m.Account] = true
 		}
 	}
+	accounts := slices.SortedFunc(maps.Keys(to), func(a, b crypto.AccountID) int { return bytes.Compare(a[:], b[:]) })
 	conv := groupConversation(g.ID)
-	for a := range to {
-		m := &content.Message{Kind: content.KindGroupUpdate, Group: g.ID, GroupState: state}
-		if err := c.sendTo(ctx, conv, a, m); err != nil {
+	for i, a := range accounts {
+		m := &content.Message{Kind: content.KindGroupUpdate, ID: newID(), Sent: c.now().Truncate(time.Millisecond),
+			Group: g.ID, GroupState: state}
+		// The first copy also goes to this account's other devices, as a
+		// transcript: they apply it as this account's own change.
+		if err := c.enqueueTo(ctx, conv, []crypto.AccountID{a}, m, false, i == 0); err != nil {
 			return err
 		}
 	}
+	if len(accounts) == 0 {
+		// No other member to piggyback on: tell the other devices directly.
+		m := &content.Message{Kind: content.KindGroupUpdate, ID: newID(), Sent: c.now().Truncate(time.Millisecond),
+			Group: g.ID, GroupState: state}
+		c.syncOwnDevices(ctx, conv, m)
+	}
 	return nil
+}
+
+// syncOwnDevices sends a transcript of m to this account's other devices
+// only, in the background and once (best effort: used for a group without
+// other members, whose state matters to no one else).
+func (c *Client) syncOwnDevices(ctx context.Context, conv ConversationID, m *content.Message) {
+	if err := c.closed(); err != nil {
+		return
+	}
+	b, err := m.Marshal()
+	if err != nil {
+		return
+	}
+	// To only names a destination, which a group transcript ignores.
+	rec := &outboxRecord{ID: m.ID, Conv: conv, To: []crypto.AccountID{c.id.account}, Content: b, Sync: true}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		cert, err := c.senderCert(c.ctx)
+		if err == nil {
+			err = c.deliverTranscript(c.ctx, rec, m, cert)
+		}
+		if err != nil {
+			c.log.Debug("client: group state not synced to own devices", "err", err)
+		}
+	}()
 }
 
 // applyGroupUpdate handles a group state from author.
@@ -513,4 +568,83 @@ func (c *Client) openGroup(ctx context.Context, sender crypto.Address, msg []byt
 		return c.st.StoreSenderKey(ctx, store.GroupID(gid), sender, b)
 	}
 	return pt, commit, nil
+}
+
+// groupDecryptFailed is called (by handleDelivery, outside cryptoMu) for a
+// group message from sender that did not decrypt: it asks the sender for
+// its sender key and the message again, pairwise. inner is the sender-key
+// message, which names the group in the clear; relayID names the message.
+func (c *Client) groupDecryptFailed(ctx context.Context, sender crypto.Address, relayID [16]byte, inner []byte) {
+	if sender.Account == c.id.account {
+		return // this account's devices do not send each other group messages
+	}
+	gid, _, err := crypto.GroupMessageInfo(inner)
+	if err != nil {
+		return
+	}
+	// A known group: only for a member. An unknown one: ask anyway, since
+	// the answer carries the group's state (this device may have missed
+	// the update that added it).
+	if g, err := c.loadGroup(ctx, GroupID(gid)); err == nil && (g.Left || g.role(sender.Account) == 0) {
+		return
+	} else if err != nil && !errors.Is(err, ErrUnknownConversation) {
+		return
+	}
+	m := &content.Message{Kind: content.KindResendRequest, Group: GroupID(gid), Target: relayID}
+	if err := c.sendTo(ctx, directConversation(sender.Account), sender.Account, m); err != nil {
+		c.log.Debug("client: group resend request not queued", "err", err)
+	}
+}
+
+// groupResend answers a member's request for a group message it could not
+// decrypt: this device sends the requester's account, pairwise, the group's
+// state, its current sender key and the message (same message ID, fresh
+// relay ID) if it is still in the history. It runs under cryptoMu (from
+// apply), so the sends are only queued, in that order, in the background.
+func (c *Client) groupResend(ctx context.Context, from crypto.Address, gid GroupID, target [16]byte) {
+	g, err := c.loadGroup(ctx, gid)
+	if err != nil || g.Left || g.role(from.Account) == 0 || from.Account == c.id.account {
+		return
+	}
+	conv := groupConversation(gid)
+	var text *content.Message
+	if sm, err := c.getMessage(ctx, conv, target); err == nil {
+		if !sm.Outgoing || (sm.Device != 0 && sm.Device != c.id.device) {
+			return // another device's (or member's) message: not ours to answer
+		}
+		if !sm.Deleted {
+			text = resendContent(target, sm)
+			text.Group = gid
+		}
+	}
+	state := &content.Message{Kind: content.KindGroupUpdate, Group: gid,
+		GroupState: &content.Group{Revision: g.Revision, Name: g.Name, Members: slices.Clone(g.Members)}}
+	var key *content.Message
+	if b, err := c.st.LoadSenderKey(ctx, store.GroupID(gid), c.Address()); err == nil {
+		if sk, err := crypto.ParseSenderKey(b); err == nil && sk.KeyID() == g.KeyID {
+			key = &content.Message{Kind: content.KindSenderKey, Group: gid, SenderKey: sk.Distribution()}
+		}
+	}
+	to := []crypto.AccountID{from.Account}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for _, m := range []*content.Message{state, key} {
+			if m == nil {
+				continue
+			}
+			if err := c.sendTo(c.ctx, conv, from.Account, m); err != nil {
+				c.log.Debug("client: group resend not queued", "err", err)
+				return
+			}
+		}
+		if text != nil {
+			// The message keeps its ID, so the requester stores it as the
+			// message it missed; the relay gets a fresh ID, since it
+			// remembers the first.
+			if err := c.enqueueRelay(c.ctx, conv, to, text, false, false, newID()); err != nil {
+				c.log.Debug("client: group resend not queued", "err", err)
+			}
+		}
+	}()
 }

@@ -14,8 +14,11 @@ import (
 
 // storedMessage is the history record of one message (MessageRecord.Data).
 type storedMessage struct {
-	V           int               `json:"v"`
-	From        crypto.AccountID  `json:"from"`
+	V    int              `json:"v"`
+	From crypto.AccountID `json:"from"`
+	// Device is the author's device that sent the message; 0 in records
+	// written before it was kept.
+	Device      crypto.DeviceID   `json:"dev,omitempty"`
 	Outgoing    bool              `json:"out,omitempty"`
 	Sent        time.Time         `json:"sent"`
 	Received    time.Time         `json:"recv"`
@@ -31,7 +34,7 @@ type storedMessage struct {
 }
 
 func (m *storedMessage) public(conv ConversationID, id [16]byte) Message {
-	out := Message{ID: id, Conversation: conv, From: m.From, Outgoing: m.Outgoing, Sent: m.Sent, Received: m.Received,
+	out := Message{ID: id, Conversation: conv, From: m.From, FromDevice: m.Device, Outgoing: m.Outgoing, Sent: m.Sent, Received: m.Received,
 		Text: m.Text, ReplyTo: m.ReplyTo, Attachments: m.Attachments, Status: m.Status, Edited: m.Edited,
 		Deleted: m.Deleted, ExpiresAt: m.ExpiresAt}
 	if len(m.Reactions) > 0 {
@@ -47,6 +50,12 @@ func (m *storedMessage) public(conv ConversationID, id [16]byte) Message {
 
 func (c *Client) putMessage(ctx context.Context, conv ConversationID, id [16]byte, m *storedMessage) error {
 	m.V = recordVersion
+	if m.Outgoing && m.Device == 0 && m.Status == StatusPending {
+		// Send's first write: the message is this device's. (Transcripts
+		// of other devices' messages are stored as StatusSent with their
+		// device already set.)
+		m.Device = c.id.device
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 
 	"filippo.io/age"
 
+	"github.com/sotto-im/sotto/client/internal/content"
 	"github.com/sotto-im/sotto/crypto"
 )
 
@@ -35,8 +36,9 @@ import (
 // The payload is encrypted with age to an X25519 recipient made for this
 // one link, and carries an HMAC under the code's one-time secret: only a
 // device that saw the code can produce it. It holds the account's public
-// key, the delivery access key and the new device list; the account's
-// private key stays on the device that created the account.
+// key, the delivery access key, the new device list, and the account's
+// groups and contacts (not the history); the account's private key stays on
+// the device that created the account.
 
 // linkPrefix starts every link code.
 const linkPrefix = "sotto:link?"
@@ -98,6 +100,133 @@ type provisionPayload struct {
 	Device     crypto.DeviceID `json:"device"`
 	DeviceList []byte          `json:"device_list"`
 	AccessKey  []byte          `json:"access_key"`
+	// Groups and Contacts are the account's state the new device needs
+	// before its first message (older devices leave them out; older new
+	// devices ignore them). History is not sent.
+	Groups   []provisionGroup   `json:"groups,omitempty"`
+	Contacts []provisionContact `json:"contacts,omitempty"`
+}
+
+// provisionGroup is a group as a newly linked device learns it: the state
+// every member holds, without this device's sender-key bookkeeping (each
+// device has its own sender key).
+type provisionGroup struct {
+	ID       GroupID          `json:"id"`
+	Name     string           `json:"name,omitempty"`
+	Revision uint64           `json:"rev"`
+	Members  []content.Member `json:"members"`
+	Timer    time.Duration    `json:"timer,omitempty"`
+}
+
+// provisionContact is a contact as a newly linked device learns it. The
+// device list is left out: the new device fetches and verifies it itself.
+type provisionContact struct {
+	Account   crypto.AccountID `json:"account"`
+	Name      string           `json:"name,omitempty"`
+	AccessKey []byte           `json:"access_key,omitempty"`
+	Blocked   bool             `json:"blocked,omitempty"`
+	Verified  bool             `json:"verified,omitempty"`
+	Timer     time.Duration    `json:"timer,omitempty"`
+}
+
+// maxProvisionPayload bounds the payload: the key server keeps provisioning
+// messages of up to 64 KiB, and age and the MAC add a little.
+const maxProvisionPayload = 60 << 10
+
+// provisionState adds the account's groups and contacts to p, as many as fit
+// in maxProvisionPayload (groups first: without them the new device drops
+// group messages). It returns the groups left out, to be sent to the new
+// device as group updates instead.
+func (c *Client) provisionState(ctx context.Context, p *provisionPayload) ([]*groupRecord, error) {
+	base, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	size := len(base) + len(`,"groups":[],"contacts":[]`)
+	var left []*groupRecord
+	err = c.st.ListRecords(ctx, kindGroup, func(_, rec []byte) error {
+		g := new(groupRecord)
+		if err := json.Unmarshal(rec, g); err != nil || g.Left {
+			return nil
+		}
+		pg := provisionGroup{ID: g.ID, Name: g.Name, Revision: g.Revision, Members: g.Members}
+		if cr, err := c.loadConv(ctx, groupConversation(g.ID)); err == nil {
+			pg.Timer = cr.Timer
+		}
+		b, _ := json.Marshal(pg)
+		if size+len(b)+1 > maxProvisionPayload {
+			left = append(left, g)
+			return nil
+		}
+		size += len(b) + 1
+		p.Groups = append(p.Groups, pg)
+		return nil
+	})
+	if err != nil {
+		return nil, wrap("list groups", err)
+	}
+	err = c.st.ListRecords(ctx, kindContact, func(_, rec []byte) error {
+		var r contactRecord
+		if err := json.Unmarshal(rec, &r); err != nil || r.Account == c.id.account {
+			return nil
+		}
+		pc := provisionContact{Account: r.Account, Name: r.Name, AccessKey: r.AccessKey, Blocked: r.Blocked, Verified: r.Verified}
+		if cr, err := c.loadConv(ctx, directConversation(r.Account)); err == nil {
+			pc.Timer = cr.Timer
+		}
+		b, _ := json.Marshal(pc)
+		if size+len(b)+1 > maxProvisionPayload {
+			return nil // learned later, from the contact's next message
+		}
+		size += len(b) + 1
+		p.Contacts = append(p.Contacts, pc)
+		return nil
+	})
+	return left, wrap("list contacts", err)
+}
+
+// applyProvisioned stores the groups and contacts of a provisioning payload
+// on the new device.
+func (c *Client) applyProvisioned(ctx context.Context, p *provisionPayload) error {
+	for _, pc := range p.Contacts {
+		if pc.Account == c.id.account || pc.Account == (crypto.AccountID{}) {
+			continue
+		}
+		r := &contactRecord{Account: pc.Account, Name: pc.Name, Blocked: pc.Blocked, Verified: pc.Verified}
+		if len(pc.AccessKey) == 32 {
+			r.AccessKey = pc.AccessKey
+		}
+		if err := c.saveContact(ctx, r); err != nil {
+			return err
+		}
+		if pc.Timer > 0 {
+			if err := c.saveConv(ctx, directConversation(pc.Account), &convRecord{Peer: pc.Account, Timer: pc.Timer}); err != nil {
+				return err
+			}
+		}
+	}
+	for _, pg := range p.Groups {
+		// The same checks as a group update: a valid state that lists
+		// this account.
+		st := &content.Group{Revision: pg.Revision, Name: pg.Name, Members: pg.Members}
+		m := &content.Message{Kind: content.KindGroupUpdate, Sent: time.UnixMilli(0), Group: pg.ID, GroupState: st}
+		if _, err := m.Marshal(); err != nil || pg.ID == (GroupID{}) {
+			continue
+		}
+		g := &groupRecord{ID: pg.ID, Name: pg.Name, Revision: pg.Revision, Members: pg.Members}
+		if g.role(c.id.account) == 0 {
+			continue
+		}
+		if err := c.saveGroup(ctx, g); err != nil {
+			return err
+		}
+		if pg.Timer > 0 {
+			if err := c.saveConv(ctx, groupConversation(pg.ID), &convRecord{Group: pg.ID, IsGroup: true, Timer: pg.Timer}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // provisionMAC binds the payload to the link code's secret.
@@ -152,7 +281,12 @@ func (c *Client) LinkDevice(ctx context.Context, code string) (crypto.DeviceID, 
 	if err != nil {
 		return 0, err
 	}
-	payload, _ := json.Marshal(provisionPayload{AccountKey: c.id.accountKey.Bytes(), Device: next, DeviceList: signed, AccessKey: c.id.accessKey[:]})
+	p := provisionPayload{AccountKey: c.id.accountKey.Bytes(), Device: next, DeviceList: signed, AccessKey: c.id.accessKey[:]}
+	overflow, err := c.provisionState(ctx, &p)
+	if err != nil {
+		return 0, err
+	}
+	payload, _ := json.Marshal(p)
 	rcpt, err := age.ParseX25519Recipient(l.Recipient)
 	if err != nil {
 		return 0, ErrInvalidLinkCode
@@ -176,6 +310,13 @@ func (c *Client) LinkDevice(ctx context.Context, code string) (crypto.DeviceID, 
 		ids = append(ids, d.ID)
 	}
 	c.emit(DeviceEvent{Devices: ids})
+	for _, g := range overflow {
+		// Groups that did not fit reach the new device as group updates
+		// (members already holding this revision ignore them).
+		if err := c.announce(ctx, g, nil); err != nil {
+			return next, err
+		}
+	}
 	return next, nil
 }
 
@@ -269,6 +410,10 @@ func Link(ctx context.Context, opts Options, show func(LinkCode)) (*Client, erro
 	c.id = &identity{account: ak.ID(), accountKey: ak, device: p.Device, ik: ik, deviceList: p.DeviceList,
 		nextOneTime: 1, nextKEM: 1, nextSigned: 1}
 	copy(c.id.accessKey[:], p.AccessKey)
+	if err := c.applyProvisioned(ctx, &p); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if err := c.setUpDevice(ctx); err != nil {
 		st.Close()
 		return nil, err

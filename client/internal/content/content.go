@@ -74,7 +74,7 @@ const (
 	KindTyping        Kind = 7  // Typing (ephemeral)
 	KindGroupUpdate   Kind = 8  // Group: the full new group state
 	KindSenderKey     Kind = 9  // SenderKey: a sender-key distribution message
-	KindResendRequest Kind = 10 // Target: the relay message ID that could not be decrypted
+	KindResendRequest Kind = 10 // Target: the relay message ID that could not be decrypted; Group: set for a group message (its sender key is missing)
 	KindTranscript    Kind = 11 // Destination, Nested: a message this account sent, for its own devices
 	KindProfile       Kind = 12 // AccessKey (and nothing else): introduce the sender's delivery key
 	KindProvision     Kind = 13 // Data: account data for a newly linked device
@@ -319,7 +319,7 @@ var allowed = [...]uint32{
 	KindTyping:        1<<tagGroup | 1<<tagFlags,
 	KindGroupUpdate:   1<<tagGroup | 1<<tagAccessKey | 1<<tagGroupState,
 	KindSenderKey:     1<<tagGroup | 1<<tagAccessKey | 1<<tagSenderKey,
-	KindResendRequest: 1 << tagTarget,
+	KindResendRequest: 1<<tagGroup | 1<<tagTarget,
 	KindTranscript:    1<<tagDestination | 1<<tagNested,
 	KindProfile:       1 << tagAccessKey,
 	KindProvision:     1 << tagData,
