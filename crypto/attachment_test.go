@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"filippo.io/age"
+	"golang.org/x/crypto/blake2b"
 )
 
 func encryptForTest(t testing.TB, pt []byte) (*AttachmentKey, [AttachmentDigestSize]byte, []byte) {
@@ -20,7 +24,7 @@ func encryptForTest(t testing.TB, pt []byte) (*AttachmentKey, [AttachmentDigestS
 	if err != nil {
 		t.Fatal(err)
 	}
-	if size != int64(ct.Len()) || digest != sha256.Sum256(ct.Bytes()) {
+	if size != int64(ct.Len()) || digest != blake2b.Sum256(ct.Bytes()) {
 		t.Fatal("size or digest does not describe the ciphertext")
 	}
 	return key, digest, ct.Bytes()
@@ -216,7 +220,7 @@ func FuzzDecryptAttachment(f *testing.F) {
 
 func genAttachmentVectors(t *testing.T, w *vectorWriter) {
 	w.comment("Attachment (PROTOCOL.md §9): age encryption to a fresh X25519 identity;")
-	w.comment("digest = SHA-256(ciphertext); size = ciphertext length.")
+	w.comment("digest = BLAKE2b-256(ciphertext); size = ciphertext length.")
 	pt := []byte(strings.Repeat("attachment bytes ", 8))
 	key, digest, ct := encryptForTest(t, pt)
 	if _, err := DecryptAttachment(io.Discard, bytes.NewReader(ct), key, digest); err != nil {
@@ -235,4 +239,104 @@ func genAttachmentVectors(t *testing.T, w *vectorWriter) {
 // learned the key could.
 func ageEncryptToKey(dst io.Writer, k *AttachmentKey) (io.WriteCloser, error) {
 	return age.Encrypt(dst, k.id.Recipient())
+}
+
+// TestStreamHash checks that the asynchronous digest equals the one-shot
+// hash for sizes around its thresholds and for any write sizes, and that
+// finish may be called again.
+func TestStreamHash(t *testing.T) {
+	data := make([]byte, 3*streamHashBufferSize*streamHashBuffers+streamHashInline+99)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	sizes := []int{0, 1, streamHashInline - 1, streamHashInline, streamHashInline + 1,
+		streamHashInline + streamHashBufferSize, streamHashInline + streamHashBufferSize + 1,
+		streamHashInline + streamHashBuffers*streamHashBufferSize*2 + 5, len(data)}
+	for _, n := range sizes {
+		want := blake2b.Sum256(data[:n])
+		for _, step := range []int{1 << 20, 65552, 4096, 333} {
+			for _, async := range []bool{false, true} {
+				if step < 4096 && n > 2*streamHashInline {
+					continue // slow and adds nothing
+				}
+				s := newStreamHash(attachmentHashing{newHash: newAttachmentHash, async: async})
+				for p := data[:n]; len(p) > 0; {
+					k := min(step, len(p))
+					chunk := bytes.Clone(p[:k])
+					if _, err := s.Write(chunk); err != nil {
+						t.Fatal(err)
+					}
+					clear(chunk) // the caller may reuse its buffer at once
+					p = p[k:]
+				}
+				var got [AttachmentDigestSize]byte
+				s.sum(&got)
+				s.finish()
+				if got != want || s.n != int64(n) {
+					t.Fatalf("n=%d step=%d async=%v: wrong digest or count", n, step, async)
+				}
+			}
+		}
+	}
+}
+
+// TestAttachmentNoGoroutineLeak checks that the hashing goroutine ends on
+// the error paths of both directions.
+func TestAttachmentNoGoroutineLeak(t *testing.T) {
+	boom := errors.New("disk on fire")
+	before := runtime.NumGoroutine()
+	big := io.LimitReader(zeroReader{}, 4*streamHashInline)
+	if _, _, _, err := EncryptAttachment(io.Discard, io.MultiReader(big, failingIO{boom})); !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	key, digest, ct := encryptForTest(t, make([]byte, 4*streamHashInline))
+	if _, err := DecryptAttachment(io.Discard, io.MultiReader(bytes.NewReader(ct[:len(ct)/2]), failingIO{boom}), key, digest); !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	if _, err := DecryptAttachment(failingIO{boom}, bytes.NewReader(ct), key, digest); !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	for range 100 {
+		if runtime.NumGoroutine() <= before {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%d goroutines before, %d after", before, runtime.NumGoroutine())
+}
+
+// BenchmarkAttachmentDigest compares the ways of computing the digest
+// that were considered (PROTOCOL.md §9 chose BLAKE2b-256, asynchronous):
+// SHA-256 or BLAKE2b-256, on the caller's goroutine (inline) or on a
+// second one (async). Same workload as BenchmarkAttachment.
+func BenchmarkAttachmentDigest(b *testing.B) {
+	pt := bytes.Repeat([]byte{3}, 1<<20)
+	newSHA256 := func() hash.Hash { return sha256.New() }
+	for _, v := range []struct {
+		name string
+		o    attachmentHashing
+	}{
+		{"sha256-inline", attachmentHashing{newHash: newSHA256}},
+		{"sha256-async", attachmentHashing{newHash: newSHA256, async: true}},
+		{"blake2b-inline", attachmentHashing{newHash: newAttachmentHash}},
+		{"blake2b-async", attachmentHashing{newHash: newAttachmentHash, async: true}},
+	} {
+		b.Run(v.name+"/1MiB", func(b *testing.B) {
+			var ct bytes.Buffer
+			ct.Grow(len(pt) + 1<<10)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(pt)))
+			defer cpuMeter(b)()
+			for b.Loop() {
+				ct.Reset()
+				key, digest, _, err := encryptAttachment(&ct, bytes.NewReader(pt), v.o)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := decryptAttachment(io.Discard, bytes.NewReader(ct.Bytes()), key, digest, v.o); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
