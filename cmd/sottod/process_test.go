@@ -1,21 +1,17 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,152 +19,59 @@ import (
 	"github.com/sotto-im/sotto/client/store"
 	"github.com/sotto-im/sotto/client/store/memstore"
 	"github.com/sotto-im/sotto/crypto"
+	"github.com/sotto-im/sotto/internal/testbin"
 	relaystore "github.com/sotto-im/sotto/relay/store"
 	"github.com/sotto-im/sotto/relay/store/pebblestore"
 )
 
 // These tests build the real sottod binary and run it as a process.
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-func sottodBinary(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds and runs the sottod binary")
-	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sottod-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "sottod")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
 // freeAddr returns a loopback address with a port that was free a moment
 // ago, so that a restarted server can come back on the same URL.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testbin.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // proc is a running sottod.
 type proc struct {
 	t     *testing.T
-	cmd   *exec.Cmd
+	p     *testbin.Proc
+	cmd   *exec.Cmd // for signals
 	url   string
 	trust crypto.TrustRoot
-	done  chan error
 }
 
+// startSottod builds sottod (once) and runs it with args and env added to
+// the environment; it is killed at cleanup unless stopped.
 func startSottod(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(sottodBinary(t), args...)
-	cmd.Env = append(os.Environ(), env...)
-	stdout, err := cmd.StdoutPipe()
+	if testing.Short() {
+		t.Skip("builds and runs the sottod binary")
+	}
+	bin, err := testbin.Build(testbin.SottodPkg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = testWriter{t}
-	if err := cmd.Start(); err != nil {
+	s, err := testbin.StartSottod(bin, args, env, testbin.LogWriter(t.Logf, "sottod"), 30*time.Second)
+	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{t: t, cmd: cmd, done: make(chan error, 1)}
-	lines := bufio.NewScanner(stdout)
-	deadline := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
-	for lines.Scan() {
-		line := lines.Text()
-		if _, after, ok := strings.Cut(line, " at "); ok && strings.HasPrefix(line, "sottod ") {
-			p.url = after
-		}
-		if v, ok := strings.CutPrefix(line, "sender-certificate trust root: "); ok {
-			if p.trust, err = crypto.ParseTrustRoot(v); err != nil {
-				t.Fatal(err)
-			}
-		}
-		// The relay alone prints no trust root: its URL line is the last.
-		if strings.HasPrefix(line, "trust root fingerprint") || (p.url != "" && args0(args) == "relay") {
-			break
-		}
-	}
-	deadline.Stop()
-	go io.Copy(io.Discard, stdout)
-	go func() { p.done <- cmd.Wait() }()
-	if p.url == "" {
-		t.Fatal("sottod did not print its URL")
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	p.waitReady()
-	return p
-}
-
-func args0(args []string) string {
-	if len(args) == 0 {
-		return ""
-	}
-	return args[0]
-}
-
-func (p *proc) waitReady() {
-	p.t.Helper()
-	for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(50 * time.Millisecond) {
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-		resp, err := c.Get(p.url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-	}
-	p.t.Fatal("sottod never became ready")
+	t.Cleanup(s.Kill)
+	return &proc{t: t, p: s.Proc, cmd: s.Cmd, url: s.URL, trust: s.Trust}
 }
 
 // stop sends SIGTERM and requires exit status 0 within the shutdown
 // deadline.
 func (p *proc) stop() {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		p.t.Fatal(err)
+	if err := p.p.Stop(20 * time.Second); err != nil {
+		p.t.Fatalf("sottod after SIGTERM: %v", err)
 	}
-	select {
-	case err := <-p.done:
-		if err != nil {
-			p.t.Fatalf("sottod exited with %v after SIGTERM", err)
-		}
-	case <-time.After(20 * time.Second):
-		p.t.Fatal("sottod did not exit within the shutdown deadline")
-	}
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Logf("sottod: %s", strings.TrimRight(string(b), "\n"))
-	return len(b), nil
 }
 
 // durable keeps a memstore across Close, as a directory would, without the

@@ -1,25 +1,18 @@
-// Package harness builds the real sottod binary, runs it as a process on a
-// data directory and a port that survive restarts, and kills it; and drives
-// it with the client library. It is shared by the reliability test packages
-// and the soak command, and is for tests only.
+// Package harness runs the real sottod binary (built and started by
+// internal/testbin) as a process on a data directory and a port that
+// survive restarts, and kills it; and drives it with the client library.
+// It is shared by the reliability test packages and the soak command, and
+// is for tests only.
 package harness
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/sotto-im/sotto/crypto"
+	"github.com/sotto-im/sotto/internal/testbin"
 )
 
 // TB is the part of testing.TB the harness needs (the soak command passes
@@ -31,43 +24,14 @@ type TB interface {
 	Cleanup(func())
 }
 
-var (
-	buildMu  sync.Mutex
-	binPaths = map[string]string{}
-)
-
 // Binary builds cmd/sottod (once per process and set of build flags) into a
 // temporary directory and returns its path.
 func Binary(flags ...string) (string, error) {
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	key := strings.Join(flags, " ")
-	if p, ok := binPaths[key]; ok {
-		return p, nil
-	}
-	dir, err := os.MkdirTemp("", "sotto-reliability-bin-")
-	if err != nil {
-		return "", err
-	}
-	p := filepath.Join(dir, "sottod")
-	args := append([]string{"build", "-o", p}, flags...)
-	args = append(args, "github.com/sotto-im/sotto/cmd/sottod")
-	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("harness: go build sottod: %v\n%s", err, out)
-	}
-	binPaths[key] = p
-	return p, nil
+	return testbin.Build(testbin.SottodPkg, flags...)
 }
 
 // FreeAddr returns a loopback address whose port was free a moment ago.
-func FreeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
+func FreeAddr() (string, error) { return testbin.FreeAddr() }
 
 // Proc is a sottod process.
 type Proc struct {
@@ -81,8 +45,7 @@ type Proc struct {
 	URL   string
 	Trust crypto.TrustRoot
 
-	cmd  *exec.Cmd
-	done chan error
+	proc *testbin.Proc // nil when not started or ended by Kill or Stop
 }
 
 // Start runs the binary on p.Addr and p.Data and waits until /readyz
@@ -93,106 +56,49 @@ func (p *Proc) Start() error {
 		args = append(args, p.Mode)
 	}
 	args = append(append(args, "--listen", p.Addr, "--data", p.Data), p.Args...)
-	cmd := exec.Command(p.Bin, args...)
-	cmd.Env = append(os.Environ(), p.Env...)
-	if p.Log != nil {
-		cmd.Stderr = p.Log
-	}
-	out, err := cmd.StdoutPipe()
+	s, err := testbin.StartSottod(p.Bin, args, p.Env, p.Log, 60*time.Second)
 	if err != nil {
-		return err
+		return fmt.Errorf("harness: %w", err)
 	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("harness: start sottod: %w", err)
-	}
-	p.cmd, p.done = cmd, make(chan error, 1)
-	lines := bufio.NewScanner(out)
-	timer := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
-	for lines.Scan() {
-		line := lines.Text()
-		if _, after, ok := strings.Cut(line, " at "); ok && strings.HasPrefix(line, "sottod ") {
-			p.URL = after
-		}
-		if v, ok := strings.CutPrefix(line, "sender-certificate trust root: "); ok {
-			if p.Trust, err = crypto.ParseTrustRoot(v); err != nil {
-				return err
-			}
-		}
-		// The relay alone prints no trust root: its URL line is the last.
-		if strings.HasPrefix(line, "trust root fingerprint") || (p.Mode == "relay" && p.URL != "") {
-			break
-		}
-	}
-	timer.Stop()
-	go io.Copy(io.Discard, out)
-	go func() { p.done <- cmd.Wait() }()
-	if p.URL == "" {
-		p.Kill()
-		return fmt.Errorf("harness: sottod did not print its URL")
-	}
-	return p.WaitReady(60 * time.Second)
+	p.proc, p.URL, p.Trust = s.Proc, s.URL, s.Trust
+	return nil
 }
 
 // WaitReady polls /readyz.
 func (p *Proc) WaitReady(limit time.Duration) error {
-	for start := time.Now(); time.Since(start) < limit; time.Sleep(20 * time.Millisecond) {
-		resp, err := http.Get(p.URL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-	}
-	return fmt.Errorf("harness: sottod not ready after %v", limit)
+	return testbin.WaitReady(p.URL, limit)
 }
 
 // Kill sends SIGKILL and waits for the process to end.
 func (p *Proc) Kill() {
-	if p.cmd == nil || p.cmd.Process == nil {
+	if p.proc == nil {
 		return
 	}
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-	p.cmd = nil
+	p.proc.Kill()
+	p.proc = nil
 }
 
 // Stop sends SIGTERM and waits up to limit for exit status 0.
 func (p *Proc) Stop(limit time.Duration) error {
-	if p.cmd == nil {
+	if p.proc == nil {
 		return nil
 	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.done:
-		p.cmd = nil
-		return err
-	case <-time.After(limit):
-		p.Kill()
-		return fmt.Errorf("harness: sottod did not stop within %v", limit)
-	}
+	err := p.proc.Stop(limit)
+	p.proc = nil
+	return err
 }
 
 // Pid is the process ID, or 0.
 func (p *Proc) Pid() int {
-	if p.cmd == nil || p.cmd.Process == nil {
+	if p.proc == nil {
 		return 0
 	}
-	return p.cmd.Process.Pid
+	return p.proc.Pid()
 }
 
 // Running reports whether the process has not exited.
 func (p *Proc) Running() bool {
-	if p.cmd == nil {
-		return false
-	}
-	select {
-	case err := <-p.done:
-		p.done <- err
-		return false
-	default:
-		return true
-	}
+	return p.proc != nil && !p.proc.Exited()
 }
 
 // StartT starts a sottod for a test on a fresh data directory and port and
@@ -207,19 +113,12 @@ func StartT(t TB, dataDir string, args ...string) *Proc {
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
-	p := &Proc{Bin: bin, Addr: addr, Data: dataDir, Args: args, Log: logWriter{t}}
+	p := &Proc{Bin: bin, Addr: addr, Data: dataDir, Args: args, Log: testbin.LogWriter(t.Logf, "sottod")}
 	if err := p.Start(); err != nil {
 		t.Fatalf("%v", err)
 	}
 	t.Cleanup(p.Kill)
 	return p
-}
-
-type logWriter struct{ t TB }
-
-func (w logWriter) Write(b []byte) (int, error) {
-	w.t.Logf("sottod: %s", strings.TrimRight(string(b), "\n"))
-	return len(b), nil
 }
 
 // Ctx returns a context with a timeout, for brevity in tests.
