@@ -16,7 +16,7 @@ type apiError struct {
 	Status  int    `json:"-"`
 	Code    string `json:"code"`
 	Message string `json:"message"`
-	// retryAfter sets Retry-After on 429 answers.
+	// retryAfter sets Retry-After on 429 and 503 answers.
 	retryAfter time.Duration
 }
 
@@ -55,7 +55,16 @@ var (
 	errRateLimited       = newError(http.StatusTooManyRequests, "rate_limited", "too many requests")
 	errInternal          = newError(http.StatusInternalServerError, "internal", "internal error")
 	errBusy              = newError(http.StatusServiceUnavailable, "busy", "server busy, retry later")
+	// errUnavailable answers a request the store cannot serve because of a
+	// storage failure (a full disk); the store reopens itself once the
+	// disk takes writes again, so clients retry.
+	errUnavailable = &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable",
+		Message: "storage temporarily unavailable, retry later", retryAfter: unavailableRetryAfter}
 )
+
+// unavailableRetryAfter is the Retry-After of errUnavailable: about the
+// store's first wait before it reopens.
+const unavailableRetryAfter = 2 * time.Second
 
 // writeJSON answers v with status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -67,7 +76,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // writeError answers e as {"error":{"code","message"}}.
 func writeError(w http.ResponseWriter, e *apiError) {
-	if e.Status == http.StatusTooManyRequests {
+	if e.Status == http.StatusTooManyRequests || e.retryAfter > 0 {
 		secs := int((e.retryAfter + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
 	}

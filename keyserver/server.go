@@ -308,12 +308,18 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 	})
 }
 
-// internal logs err and answers a generic 500. err must not carry secrets;
-// the store's errors do not.
+// internal logs err and answers a generic 500, or 503 when the store is
+// temporarily unable to write (a storage failure it recovers from by
+// itself). err must not carry secrets; the store's errors do not.
 func (s *Server) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		s.log.Warn("request timed out", "id", middleware.GetReqID(r.Context()), "op", what)
 		writeError(w, errBusy)
+		return
+	}
+	if errors.Is(err, store.ErrUnavailable) {
+		s.log.Warn("store unavailable", "id", middleware.GetReqID(r.Context()), "op", what, "err", err)
+		writeError(w, errUnavailable)
 		return
 	}
 	s.log.Error("internal error", "id", middleware.GetReqID(r.Context()), "op", what, "err", err)

@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -26,6 +28,7 @@ import (
 	"github.com/sotto-im/sotto/relay/store"
 	"github.com/sotto-im/sotto/relay/store/blobstore"
 	"github.com/sotto-im/sotto/relay/store/pebblestore"
+	"github.com/sotto-im/sotto/relay/store/recovering"
 )
 
 // Data directory layout (OPERATIONS.md repeats it):
@@ -54,6 +57,17 @@ type services struct {
 	closers  []func(ctx context.Context) error // in order
 	trust    crypto.TrustRoot
 	hasTrust bool
+	// sockets are the relay's WebSockets, closed when its store reopens.
+	sockets *socketSet
+	// relayStore is the relay's store (nil without a relay), for tests.
+	relayStore *recovering.DB
+}
+
+// buildOptions are what tests change in buildServices; the zero value is
+// what sottod runs with.
+type buildOptions struct {
+	relayFS         vfs.FS        // the relay store's filesystem (nil: the OS's)
+	recoveryBackoff time.Duration // first wait before reopening a failed relay store
 }
 
 func (s *services) close(ctx context.Context) error {
@@ -73,7 +87,7 @@ func serve(ctx context.Context, cfg *config, getenv func(string) string, logger 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	svc, err := buildServices(cfg, keys, logger, reg)
+	svc, err := buildServices(cfg, keys, logger, reg, buildOptions{})
 	if err != nil {
 		return err
 	}
@@ -106,6 +120,7 @@ func serve(ctx context.Context, cfg *config, getenv func(string) string, logger 
 	}
 	srv := &http.Server{
 		Handler:           handler,
+		ConnContext:       withConn,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
@@ -192,8 +207,11 @@ func opsHandler(svc *services, reg *prometheus.Registry) http.Handler {
 
 // buildServices opens the stores and builds the relay and/or key server of
 // cfg.Mode.
-func buildServices(cfg *config, keys *serverKeys, logger *slog.Logger, reg *prometheus.Registry) (*services, error) {
-	svc := &services{}
+func buildServices(cfg *config, keys *serverKeys, logger *slog.Logger, reg *prometheus.Registry, opts buildOptions) (*services, error) {
+	if opts.recoveryBackoff <= 0 {
+		opts.recoveryBackoff = recovering.DefaultMinBackoff
+	}
+	svc := &services{sockets: newSocketSet()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -206,7 +224,10 @@ func buildServices(cfg *config, keys *serverKeys, logger *slog.Logger, reg *prom
 	purger := &relayPurger{}
 
 	if cfg.Mode == "all" || cfg.Mode == "keyserver" {
-		db, err := ksstore.Open(cfg.dataPath(keyserverDir), ksstore.Options{Logger: logger.With("component", "keyserver-store")})
+		// The key server's store also reopens itself after a storage
+		// failure (keyserver/store, recover.go).
+		db, err := ksstore.Open(cfg.dataPath(keyserverDir), ksstore.Options{Logger: logger.With("component", "keyserver-store"),
+			RecoveryBackoff: opts.recoveryBackoff})
 		if err != nil {
 			return nil, err
 		}
@@ -232,6 +253,11 @@ func buildServices(cfg *config, keys *serverKeys, logger *slog.Logger, reg *prom
 		}
 		svc.trust, svc.hasTrust = ks.TrustRoot(), true
 		readies = append(readies, func(ctx context.Context) error {
+			// After a failed write the store refuses writes until it has
+			// reopened itself: not ready meanwhile.
+			if err := db.Failed(); err != nil {
+				return err
+			}
 			if _, err := db.Account(ctx, crypto.AccountID{}); err != nil && !errors.Is(err, ksstore.ErrNotFound) {
 				return err
 			}
@@ -240,18 +266,40 @@ func buildServices(cfg *config, keys *serverKeys, logger *slog.Logger, reg *prom
 	}
 
 	if cfg.Mode == "all" || cfg.Mode == "relay" {
-		db, err := pebblestore.Open(cfg.dataPath(relayDir), pebblestore.Options{
-			MaxQueueMessages: cfg.QueueMessages,
-			MaxQueueBytes:    cfg.QueueBytes,
-			DefaultRetention: cfg.Retention,
-			Registerer:       reg,
-			Logf: func(format string, args ...any) {
-				logger.Error(fmt.Sprintf(format, args...), "component", "relay-store")
+		// The relay store reopens itself after a storage failure (a full
+		// disk, an I/O error) once the disk takes a synced write again;
+		// the relay's WebSockets are closed then, so that devices
+		// reconnect to the reopened store (see relay/store/recovering).
+		relayPath := cfg.dataPath(relayDir)
+		storeReg := recovering.Reregisterer(reg)
+		db, err := recovering.Open(recovering.Options{
+			Dir: relayPath,
+			FS:  opts.relayFS,
+			Open: func() (recovering.Store, error) {
+				return pebblestore.Open(relayPath, pebblestore.Options{
+					FS:               opts.relayFS,
+					MaxQueueMessages: cfg.QueueMessages,
+					MaxQueueBytes:    cfg.QueueBytes,
+					DefaultRetention: cfg.Retention,
+					Registerer:       storeReg,
+					Logf: func(format string, args ...any) {
+						logger.Error(fmt.Sprintf(format, args...), "component", "relay-store")
+					},
+				})
 			},
+			OnRecover: func() {
+				n := svc.sockets.closeAll()
+				logger.Info("relay store reopened; closed the relay's WebSockets", "component", "relay-store", "closed", n)
+			},
+			MinBackoff: opts.recoveryBackoff,
+			MaxBackoff: 5 * opts.recoveryBackoff,
+			Logger:     logger.With("component", "relay-store"),
+			Registerer: reg,
 		})
 		if err != nil {
 			return nil, err
 		}
+		svc.relayStore = db
 		svc.closers = append(svc.closers, func(context.Context) error { return db.Close() })
 		svc.targets = append(svc.targets, backupTarget{name: relayDir, db: asCheckpointer(db)})
 		blobs, err := openBlobs(cfg)
@@ -282,7 +330,7 @@ func buildServices(cfg *config, keys *serverKeys, logger *slog.Logger, reg *prom
 		svc.closers = append([]func(context.Context) error{relay.Close}, svc.closers...)
 		readies = append(readies, func(ctx context.Context) error {
 			// After a failed WAL write the store refuses writes until it
-			// is reopened: not ready, so the operator restarts it.
+			// has reopened itself: not ready meanwhile.
 			if err := db.Failed(); err != nil {
 				return err
 			}
@@ -292,7 +340,7 @@ func buildServices(cfg *config, keys *serverKeys, logger *slog.Logger, reg *prom
 		purger.relay = relay
 	}
 
-	svc.handler = route(ks, relay, keys.internal)
+	svc.handler = route(ks, relay, keys.internal, svc.sockets)
 	readies = append(readies, func(context.Context) error { return checkWritableDir(cfg.DataDir) })
 	svc.ready = func(ctx context.Context) error {
 		for _, r := range readies {
@@ -308,14 +356,14 @@ func buildServices(cfg *config, keys *serverKeys, logger *slog.Logger, reg *prom
 
 // route sends relay paths to the relay and everything else to the key
 // server, so that both share one port without knowing of each other.
-func route(ks *keyserver.Server, relay *server.Server, internalKey []byte) http.Handler {
+func route(ks *keyserver.Server, relay *server.Server, internalKey []byte, sockets *socketSet) http.Handler {
 	var ksH, relayH http.Handler
 	if ks != nil {
 		ksH = ks.Handler()
 	}
 	var purgeH http.Handler
 	if relay != nil {
-		relayH = relayhttp.Handler(relay)
+		relayH = sockets.track(relayhttp.Handler(relay))
 		purgeH = purgeHandler(relay, internalKey)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -377,4 +425,53 @@ func asCheckpointer(db any) checkpointer {
 // openBlobs opens the relay's blob store in <data>/blobs.
 func openBlobs(cfg *config) (*blobstore.Store, error) {
 	return blobstore.Open(cfg.dataPath(blobsDir), blobstore.Options{MaxSize: cfg.MaxBlobSize})
+}
+
+// socketSet tracks the network connections of the relay's WebSockets, so
+// that they can be closed when the relay store is swapped (the devices
+// reconnect and fetch from the reopened store).
+type socketSet struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func newSocketSet() *socketSet { return &socketSet{conns: make(map[net.Conn]struct{})} }
+
+type connKey struct{}
+
+// withConn is the http.Server's ConnContext: it lets handlers find their
+// connection.
+func withConn(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// track records the connection of every WebSocket upgrade request next
+// serves, for as long as next serves it.
+func (s *socketSet) track(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, ok := r.Context().Value(connKey{}).(net.Conn)
+		if !ok || !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// closeAll closes every tracked connection and returns how many.
+func (s *socketSet) closeAll() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.Close()
+	}
+	return len(s.conns)
 }

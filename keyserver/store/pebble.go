@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -59,6 +60,10 @@ type Options struct {
 	Logger *slog.Logger
 	// CacheSize is the block cache in bytes; 0 means DefaultCacheSize.
 	CacheSize int64
+	// RecoveryBackoff is the first wait before reopening the database
+	// after a storage failure; the wait doubles up to five times it.
+	// 0 means DefaultRecoveryBackoff.
+	RecoveryBackoff time.Duration
 }
 
 // DefaultCacheSize is the default block cache: a claim reads the next
@@ -77,7 +82,12 @@ const DefaultCacheSize = 128 << 20
 // one group, while no prekey can be picked twice: it is either in flight
 // or already deleted.
 type DB struct {
+	// db is the open database; nil while a reopen after a storage
+	// failure fails. Every call holds swap for reading while it uses db;
+	// a recovery holds it for writing to replace db (see recover.go).
 	db      *pebble.DB
+	swap    sync.RWMutex
+	rec     recovery
 	closed  atomic.Bool
 	stripes [lockStripes]stripe
 	// handleMu serialises handle changes across accounts; taken after an
@@ -178,17 +188,21 @@ func (st *stripe) dropCursors(prefix []byte) {
 
 var _ Store = (*DB)(nil)
 
-// Open opens (creating if needed) the store in dir.
+// Open opens (creating if needed) the store in dir. The store reopens dir
+// by itself after a storage failure (see [ErrUnavailable]).
 func Open(dir string, opts Options) (*DB, error) {
 	if opts.CacheSize == 0 {
 		opts.CacheSize = DefaultCacheSize
 	}
-	cache := pebble.NewCache(opts.CacheSize)
-	defer cache.Unref() // the DB holds its own reference
-	po := &pebble.Options{FS: opts.FS, Logger: pebbleLogger{opts.Logger}, Cache: cache}
-	db, err := pebble.Open(dir, po)
+	if opts.FS == nil {
+		opts.FS = vfs.Default
+	}
+	if opts.RecoveryBackoff <= 0 {
+		opts.RecoveryBackoff = DefaultRecoveryBackoff
+	}
+	db, err := openPebble(dir, opts)
 	if err != nil {
-		return nil, fmt.Errorf("store: open: %w", err)
+		return nil, err
 	}
 	s := &DB{db: db}
 	for i := range s.stripes {
@@ -196,13 +210,32 @@ func Open(dir string, opts Options) (*DB, error) {
 		s.stripes[i].cursor = make(map[string][]byte)
 		s.stripes[i].cache = make(map[crypto.AccountID]*cachedAccount)
 	}
+	s.startRecovery(dir, opts)
 	return s, nil
 }
 
-// Close closes the database. Calls must have returned before Close.
+func openPebble(dir string, opts Options) (*pebble.DB, error) {
+	cache := pebble.NewCache(opts.CacheSize)
+	defer cache.Unref() // the DB holds its own reference
+	po := &pebble.Options{FS: opts.FS, Logger: pebbleLogger{opts.Logger}, Cache: cache}
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
+	return db, nil
+}
+
+// Close stops the recovery, waits for the calls in progress and closes the
+// database.
 func (s *DB) Close() error {
 	if s.closed.Swap(true) {
 		return ErrClosed
+	}
+	s.stopRecovery()
+	s.swap.Lock()
+	defer s.swap.Unlock()
+	if s.db == nil {
+		return nil
 	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store: close: %w", err)
@@ -215,9 +248,10 @@ func (s *DB) Close() error {
 // call. It is meant for diagnostics and for tests that check that nothing
 // of a deleted account is left.
 func (s *DB) Scan(fn func(key, value []byte) bool) error {
-	if s.closed.Load() {
-		return ErrClosed
+	if err := s.enter(context.Background()); err != nil {
+		return err
 	}
+	defer s.leave()
 	it, err := s.db.NewIter(nil)
 	if err != nil {
 		return fmt.Errorf("store: scan: %w", err)
@@ -238,9 +272,10 @@ func (s *DB) Scan(fn func(key, value []byte) bool) error {
 // drops them; Compact makes that happen now, so that an operator can make
 // an erasure physical (and benchmarks can start from a settled store).
 func (s *DB) Compact(ctx context.Context) error {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
+	defer s.leave()
 	if err := s.db.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
 		return fmt.Errorf("store: compact: %w", err)
 	}
@@ -354,18 +389,35 @@ func (s *DB) account(id crypto.AccountID) (*Account, error) {
 	return decodeAccount(id, v)
 }
 
-func (s *DB) check(ctx context.Context) error {
-	if s.closed.Load() {
+// enter starts a call: it holds s.swap for reading until leave, so that
+// s.db is not replaced under it. It fails if the store is closed or has no
+// database open.
+func (s *DB) enter(ctx context.Context) error {
+	s.swap.RLock()
+	switch {
+	case s.closed.Load():
+		s.swap.RUnlock()
 		return ErrClosed
+	case s.db == nil:
+		s.swap.RUnlock()
+		return fmt.Errorf("store: reopening after a storage failure: %w", ErrUnavailable)
 	}
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		s.swap.RUnlock()
+		return err
+	}
+	return nil
 }
+
+// leave ends a call started by enter.
+func (s *DB) leave() { s.swap.RUnlock() }
 
 // CreateAccount implements [Store].
 func (s *DB) CreateAccount(ctx context.Context, a *Account, device crypto.DeviceID, keys DeviceKeys) error {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
+	defer s.leave()
 	if _, ok := a.Device(device); !ok {
 		return fmt.Errorf("store: create account: device %d not in list: %w", device, ErrNotFound)
 	}
@@ -390,7 +442,7 @@ func (s *DB) CreateAccount(ctx context.Context, a *Account, device crypto.Device
 	if err := s.stageKeys(b, st, addr, keys); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := s.commit(b); err != nil {
 		return fmt.Errorf("store: create account: %w", err)
 	}
 	return nil
@@ -398,9 +450,10 @@ func (s *DB) CreateAccount(ctx context.Context, a *Account, device crypto.Device
 
 // Account implements [Store].
 func (s *DB) Account(ctx context.Context, id crypto.AccountID) (*Account, error) {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
+	defer s.leave()
 	st := s.stripe(id)
 	st.mu.Lock()
 	c, err := s.accountLocked(st, id)
@@ -414,9 +467,10 @@ func (s *DB) Account(ctx context.Context, id crypto.AccountID) (*Account, error)
 
 // ReplaceDeviceList implements [Store].
 func (s *DB) ReplaceDeviceList(ctx context.Context, a *Account) ([]crypto.DeviceID, error) {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
+	defer s.leave()
 	st := s.stripe(a.ID)
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -445,7 +499,7 @@ func (s *DB) ReplaceDeviceList(ctx context.Context, a *Account) ([]crypto.Device
 	if err := b.Set(accountKey(a.ID, subRecord), encodeAccount(a), nil); err != nil {
 		return nil, fmt.Errorf("store: replace device list: %w", err)
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := s.commit(b); err != nil {
 		return nil, fmt.Errorf("store: replace device list: %w", err)
 	}
 	return removed, nil
@@ -453,9 +507,10 @@ func (s *DB) ReplaceDeviceList(ctx context.Context, a *Account) ([]crypto.Device
 
 // DeleteAccount implements [Store].
 func (s *DB) DeleteAccount(ctx context.Context, id crypto.AccountID) error {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
+	defer s.leave()
 	st := s.stripe(id)
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -479,7 +534,7 @@ func (s *DB) DeleteAccount(ctx context.Context, id crypto.AccountID) error {
 	if err := b.DeleteRange(p, prefixEnd(p), nil); err != nil {
 		return fmt.Errorf("store: delete account: %w", err)
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := s.commit(b); err != nil {
 		return fmt.Errorf("store: delete account: %w", err)
 	}
 	return nil
@@ -570,9 +625,10 @@ func (s *DB) count(prefix []byte, fn func(key []byte)) (int, error) {
 
 // PutPreKeys implements [Store].
 func (s *DB) PutPreKeys(ctx context.Context, addr crypto.Address, keys DeviceKeys) error {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
+	defer s.leave()
 	st := s.stripe(addr.Account)
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -589,7 +645,7 @@ func (s *DB) PutPreKeys(ctx context.Context, addr crypto.Address, keys DeviceKey
 	if err := s.stageKeys(b, st, addr, keys); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := s.commit(b); err != nil {
 		return fmt.Errorf("store: put prekeys: %w", err)
 	}
 	return nil
@@ -597,9 +653,10 @@ func (s *DB) PutPreKeys(ctx context.Context, addr crypto.Address, keys DeviceKey
 
 // Counts implements [Store].
 func (s *DB) Counts(ctx context.Context, addr crypto.Address) (Counts, error) {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return Counts{}, err
 	}
+	defer s.leave()
 	st := s.stripe(addr.Account)
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -634,9 +691,10 @@ func (s *DB) Counts(ctx context.Context, addr crypto.Address) (Counts, error) {
 // ClaimBundles implements [Store]. See [DB] for how claims stay exclusive
 // while sharing synced commits.
 func (s *DB) ClaimBundles(ctx context.Context, id crypto.AccountID, devices []crypto.DeviceID) (*Account, []Bundle, error) {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return nil, nil, err
 	}
+	defer s.leave()
 	st := s.stripe(id)
 	st.mu.Lock()
 	a, bundles, claimed, err := s.pickLocked(st, id, devices)
@@ -652,7 +710,7 @@ func (s *DB) ClaimBundles(ctx context.Context, id crypto.AccountID, devices []cr
 		err = errors.Join(err, b.Delete(k, nil))
 	}
 	if err == nil {
-		err = b.Commit(pebble.Sync)
+		err = s.commit(b)
 	}
 	b.Close()
 	st.mu.Lock()
@@ -782,9 +840,10 @@ func checkHandle(handle, skeleton string) error {
 
 // ClaimHandle implements [Store].
 func (s *DB) ClaimHandle(ctx context.Context, id crypto.AccountID, handle, skeleton string) error {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
+	defer s.leave()
 	if err := checkHandle(handle, skeleton); err != nil {
 		return err
 	}
@@ -819,7 +878,7 @@ func (s *DB) ClaimHandle(ctx context.Context, id crypto.AccountID, handle, skele
 		b.Set(handleKey(skeleton), append(bytes.Clone(id[:]), handle...), nil),
 	)
 	if err == nil {
-		err = b.Commit(pebble.Sync)
+		err = s.commit(b)
 	}
 	if err != nil {
 		return fmt.Errorf("store: claim handle: %w", err)
@@ -829,9 +888,10 @@ func (s *DB) ClaimHandle(ctx context.Context, id crypto.AccountID, handle, skele
 
 // ReleaseHandle implements [Store].
 func (s *DB) ReleaseHandle(ctx context.Context, id crypto.AccountID) error {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
+	defer s.leave()
 	st := s.stripe(id)
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -845,7 +905,7 @@ func (s *DB) ReleaseHandle(ctx context.Context, id crypto.AccountID) error {
 	defer b.Close()
 	err = errors.Join(b.Delete(accountKey(id, subHandle), nil), b.Delete(handleKey(skeleton), nil))
 	if err == nil {
-		err = b.Commit(pebble.Sync)
+		err = s.commit(b)
 	}
 	if err != nil {
 		return fmt.Errorf("store: release handle: %w", err)
@@ -855,9 +915,10 @@ func (s *DB) ReleaseHandle(ctx context.Context, id crypto.AccountID) error {
 
 // LookupHandle implements [Store].
 func (s *DB) LookupHandle(ctx context.Context, handle, skeleton string) (crypto.AccountID, error) {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return crypto.AccountID{}, err
 	}
+	defer s.leave()
 	if err := checkHandle(handle, skeleton); err != nil {
 		return crypto.AccountID{}, err
 	}
@@ -875,9 +936,10 @@ func (s *DB) LookupHandle(ctx context.Context, handle, skeleton string) (crypto.
 
 // Handle implements [Store].
 func (s *DB) Handle(ctx context.Context, id crypto.AccountID) (string, error) {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return "", err
 	}
+	defer s.leave()
 	_, h, err := s.accountHandle(id)
 	if err != nil {
 		return "", fmt.Errorf("store: handle: %w", err)
@@ -899,5 +961,12 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 	if p.l != nil {
 		p.l.Error("pebble fatal", "msg", msg)
 	}
-	panic("store: pebble: " + msg)
+	panic(pebbleFatal(msg))
 }
+
+// pebbleFatal is what Pebble's fatal errors panic with. A commit that
+// fails before reaching the WAL (a new WAL file cannot be created on a
+// full disk) is one: commit recovers it as a storage failure.
+type pebbleFatal string
+
+func (f pebbleFatal) Error() string { return "store: pebble: " + string(f) }

@@ -34,6 +34,7 @@ import (
 	"github.com/sotto-im/sotto/relay/store"
 	"github.com/sotto-im/sotto/relay/store/blobstore"
 	"github.com/sotto-im/sotto/relay/store/pebblestore"
+	"github.com/sotto-im/sotto/relay/store/recovering"
 	"github.com/sotto-im/sotto/relay/wire"
 )
 
@@ -54,16 +55,23 @@ func (f *fault) MaybeError(op errorfs.Op) error {
 
 func (f *fault) String() string { return "reliability fault" }
 
+// walWrite and walSync match the WAL and the relay store's recovery probe
+// (relay/store/recovering writes and syncs a probe file before it reopens
+// a failed store): a disk that fails the one fails the other.
 func walWrite(op errorfs.Op) bool {
-	return op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.HasSuffix(op.Path, ".log")
+	return op.Kind.ReadOrWrite() == errorfs.OpIsWrite && walOrProbe(op.Path)
 }
 
 func walSync(op errorfs.Op) bool {
 	switch op.Kind {
 	case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
-		return strings.HasSuffix(op.Path, ".log")
+		return walOrProbe(op.Path)
 	}
 	return false
+}
+
+func walOrProbe(path string) bool {
+	return strings.HasSuffix(path, ".log") || strings.HasSuffix(path, recovering.ProbeFile)
 }
 
 func anyWrite(op errorfs.Op) bool { return op.Kind.ReadOrWrite() == errorfs.OpIsWrite }
@@ -91,7 +99,7 @@ type relayEnv struct {
 	t      *testing.T
 	fs     vfs.FS
 	dir    string
-	db     *pebblestore.DB
+	db     *recovering.DB
 	srv    *server.Server
 	hs     *httptest.Server
 	signer *token.Signer
@@ -131,8 +139,19 @@ func (e *relayEnv) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.ServeHTTP(w, r)
 }
 
+// open opens the relay's store as sottod does: a pebblestore that reopens
+// itself after a storage failure (with short waits, for the test).
 func (e *relayEnv) open() {
-	db, err := pebblestore.Open(e.dir, pebblestore.Options{FS: e.fs, Logf: func(string, ...any) {}})
+	fs, dir := e.fs, e.dir
+	db, err := recovering.Open(recovering.Options{
+		Dir: dir,
+		FS:  fs,
+		Open: func() (recovering.Store, error) {
+			return pebblestore.Open(dir, pebblestore.Options{FS: fs, Logf: func(string, ...any) {}})
+		},
+		MinBackoff: 50 * time.Millisecond,
+		MaxBackoff: 250 * time.Millisecond,
+	})
 	if err != nil {
 		e.t.Fatalf("open relay store: %v", err)
 	}
