@@ -140,7 +140,7 @@ type eventJSON struct {
 	From         string            `json:"from,omitempty"`
 	FromHandle   string            `json:"from_handle,omitempty"`
 	FromName     string            `json:"from_name,omitempty"`
-	Device       *uint32           `json:"device"` // the client does not report the sending device yet: always null
+	Device       *uint32           `json:"device"` // the sending device; null when unknown (older records)
 	Timestamp    time.Time         `json:"timestamp"`
 	Text         string            `json:"text,omitempty"`
 	Conversation string            `json:"conversation,omitempty"`
@@ -178,6 +178,10 @@ func (a *app) messageJSON(s *session, groups convNames, typ string, m client.Mes
 		FromHandle: s.cfg.Handles[m.From.String()], Timestamp: m.Sent.UTC(), Text: m.Text,
 		Conversation: hex.EncodeToString(m.Conversation[:]), Status: m.Status.String(),
 		Edited: m.Edited, Deleted: m.Deleted,
+	}
+	if m.FromDevice != 0 {
+		d := uint32(m.FromDevice)
+		e.Device = &d
 	}
 	if m.From == s.Account() {
 		e.FromHandle = s.cfg.Handle
