@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -16,9 +15,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sotto-im/sotto/internal/testbin"
 )
 
 // The binaries under test, built once by TestMain.
@@ -29,24 +29,19 @@ func TestMain(m *testing.M) {
 	if testing.Short() {
 		os.Exit(m.Run()) // the tests that need the binaries skip
 	}
-	dir, err := os.MkdirTemp("", "sotto-cli-test")
+	var err error
+	// A low scrypt work factor for the test's stores (see storeOptions).
+	ldflags := []string{"-ldflags", "-X main.testOnlyScryptLogN=10"}
+	if sottoBin, err = testbin.Build("github.com/sotto-im/sotto/cmd/sotto", ldflags...); err == nil {
+		sottodBin, err = testbin.Build(testbin.SottodPkg, ldflags...)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
+		testbin.RemoveAll()
 		os.Exit(1)
 	}
-	sottoBin, sottodBin = filepath.Join(dir, "sotto"), filepath.Join(dir, "sottod")
-	for _, b := range []struct{ out, pkg string }{{sottoBin, "."}, {sottodBin, "../sottod"}} {
-		// A low scrypt work factor for the test's stores (see storeOptions).
-		cmd := exec.Command("go", "build", "-ldflags", "-X main.testOnlyScryptLogN=10", "-o", b.out, b.pkg)
-		cmd.Stderr = os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "building %s: %v\n", b.pkg, err)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	testbin.RemoveAll()
 	os.Exit(code)
 }
 
@@ -54,41 +49,12 @@ func TestMain(m *testing.M) {
 // directory and returns its URL.
 func startServer(t *testing.T) string {
 	t.Helper()
-	cmd := exec.Command(sottodBin, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--log-level", "error")
-	out, err := cmd.StdoutPipe()
+	s, err := testbin.StartSottod(sottodBin, []string{"--listen", "127.0.0.1:0", "--data", t.TempDir(), "--log-level", "error"}, nil, nil, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-		}
-	})
-	urlc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if _, u, ok := strings.Cut(sc.Text(), " serving all at "); ok {
-				urlc <- strings.TrimSpace(u)
-			}
-		}
-	}()
-	select {
-	case u := <-urlc:
-		return u
-	case <-time.After(60 * time.Second):
-		t.Fatal("sottod did not print its URL")
-	}
-	return ""
+	t.Cleanup(func() { s.Stop(10 * time.Second) })
+	return s.URL
 }
 
 // home is one account's home directory, used through the real binary.
@@ -469,45 +435,22 @@ func startDaemon(t *testing.T, h *home) string {
 func runDaemon(t *testing.T, h *home, ready string, args ...string) string {
 	cmd := exec.Command(sottoBin, append([]string{"daemon"}, args...)...)
 	cmd.Env = h.env()
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	var rest string
+	p, err := testbin.Start(cmd, 90*time.Second, func(line string) (ok bool, err error) {
+		_, rest, ok = strings.Cut(line, ready)
+		return ok, nil
+	})
+	if err != nil {
+		t.Fatalf("daemon did not start: %v; stderr %s", err, errb.String())
 	}
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("daemon exit: %v; stderr %s", err, errb.String())
-			}
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			t.Error("daemon did not stop on SIGTERM")
+		if err := p.Stop(20 * time.Second); err != nil {
+			t.Errorf("daemon exit: %v; stderr %s", err, errb.String())
 		}
 	})
-	readyc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if _, rest, ok := strings.Cut(sc.Text(), ready); ok {
-				readyc <- rest
-			}
-		}
-	}()
-	select {
-	case rest := <-readyc:
-		return rest
-	case <-time.After(90 * time.Second):
-		t.Fatalf("daemon did not start: %s", errb.String())
-	}
-	return ""
+	return rest
 }
 
 func testDaemonAndChat(t *testing.T, alice, bob *home, accounts map[string]string) {
