@@ -103,6 +103,12 @@ func TestHostileInputs(t *testing.T) {
 		{"access key without token", "PUT", "/v1/relay/access-key", "", []byte(`{"access_key":"AAAA"}`), nil, 401, server.CodeUnauthorized},
 		{"websocket without token", "GET", "/v1/relay/ws", "", nil, []string{"Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol", "sotto.v1"}, 401, server.CodeUnauthorized},
 		{"websocket without subprotocol", "GET", "/v1/relay/ws", from, nil, []string{"Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="}, 400, "bad_subprotocol"},
+		{"send socket with a token", "GET", "/v1/relay/ws/send", from, nil, []string{"Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol", "sotto.v1"}, 400, server.CodeBadRequest},
+		{"send socket with basic auth", "GET", "/v1/relay/ws/send", "", nil, []string{"Authorization", "Basic YTpi", "Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol", "sotto.v1"}, 400, server.CodeBadRequest},
+		{"send socket without subprotocol", "GET", "/v1/relay/ws/send", "", nil, []string{"Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="}, 400, "bad_subprotocol"},
+		{"send socket without upgrade", "GET", "/v1/relay/ws/send", "", nil, []string{"Sec-WebSocket-Protocol", "sotto.v1"}, 426, "upgrade_required"},
+		{"websocket without upgrade", "GET", "/v1/relay/ws", from, nil, []string{"Sec-WebSocket-Protocol", "sotto.v1"}, 426, "upgrade_required"},
+		{"send socket POST", "POST", "/v1/relay/ws/send", "", sendBytes, nil, 405, "method_not_allowed"},
 		// Bad registrations.
 		{"access key not JSON", "PUT", "/v1/relay/access-key", from, []byte("{"), nil, 400, server.CodeBadRequest},
 		{"access key too short", "PUT", "/v1/relay/access-key", from, []byte(`{"access_key":"AAAA"}`), nil, 400, server.CodeBadRequest},
@@ -209,6 +215,82 @@ func TestHostileInputs(t *testing.T) {
 			}
 		})
 	}
+
+	// The anonymous send-only socket: the same frames, plus what it must
+	// refuse. A refused Send is answered and the connection stays open;
+	// any frame but a Send closes it.
+	key := [32]byte{0xa}
+	e.setAccessKey(bob, key)
+	sealed := func(f func(*wire.Send)) []byte {
+		m := valid()
+		m.Sealed = true
+		m.Accounts[0].AccessKey = key
+		m.RequestID = 9
+		f(m)
+		return m.Marshal()
+	}
+	sendWSCases := []struct {
+		name   string
+		frame  []byte
+		status uint16 // a SendResult with this status, the connection open
+		close  websocket.StatusCode
+	}{
+		{"identified send", mod(func(m *wire.Send) { m.RequestID = 9 }), 401, 0},
+		{"sealed send with a wrong access key", sealed(func(m *wire.Send) { m.Accounts[0].AccessKey[0] ^= 1 }), 401, 0},
+		{"sealed send with a zero access key", sealed(func(m *wire.Send) { m.Accounts[0].AccessKey = [32]byte{} }), 401, 0},
+		{"sealed send to an unknown account", sealed(func(m *wire.Send) { m.Accounts[0].Account[0] ^= 1 }), 410, 0},
+		{"sealed send naming a device too few", sealed(func(m *wire.Send) { m.Accounts[0].Devices = m.Accounts[0].Devices[:1] }), 409, 0},
+		{"sealed send with no recipients", sealed(func(m *wire.Send) { m.Accounts = nil }), 400, 0},
+		{"unknown frame type is skipped", []byte{0x7f, 1, 2, 3}, 0, 0},
+		{"empty binary message", []byte{}, 0, websocket.StatusPolicyViolation},
+		{"ack", (&wire.Ack{}).Marshal(), 0, websocket.StatusPolicyViolation},
+		{"truncated ack", []byte{byte(wire.FrameAck), 1, 2}, 0, websocket.StatusPolicyViolation},
+		{"deliver frame", (&wire.Deliver{}).Marshal(), 0, websocket.StatusPolicyViolation},
+		{"drained frame", wire.DrainedFrame(), 0, websocket.StatusPolicyViolation},
+		{"send result frame", (&wire.SendResult{Status: 200}).Marshal(), 0, websocket.StatusPolicyViolation},
+		{"malformed send", sendBytes[:20], 0, websocket.StatusPolicyViolation},
+		{"100,000-recipient send", hugeRecipients(100_000), 0, websocket.StatusPolicyViolation},
+		{"frame over MaxFrameSize", make([]byte, wire.MaxFrameSize+1), 0, websocket.StatusMessageTooBig},
+	}
+	for _, tc := range sendWSCases {
+		t.Run("ws-send/"+tc.name, func(t *testing.T) {
+			d := e.dialSend()
+			if err := d.write(tc.frame); err != nil {
+				t.Fatal(err)
+			}
+			if tc.close != 0 {
+				if code := d.closeStatus(); code != tc.close {
+					t.Fatalf("closed with %d, want %d", code, tc.close)
+				}
+				return
+			}
+			if tc.status != 0 {
+				r, err := wire.ParseSendResult(d.next())
+				if err != nil || r.RequestID != 9 || r.Status != tc.status {
+					t.Fatalf("result %+v, %v; want status %d", r, err, tc.status)
+				}
+			}
+			// Still open and working.
+			if err := d.write(sealed(func(m *wire.Send) { m.RequestID = 5 })); err != nil {
+				t.Fatal(err)
+			}
+			r, err := wire.ParseSendResult(d.next())
+			if err != nil || r.RequestID != 5 || r.Status != 200 {
+				t.Fatalf("after %s: %+v %v", tc.name, r, err)
+			}
+			d.c.Close(websocket.StatusNormalClosure, "")
+		})
+	}
+	// A text message closes it too.
+	t.Run("ws-send/text message", func(t *testing.T) {
+		d := e.dialSend()
+		if err := d.c.Write(context.Background(), websocket.MessageText, []byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		if code := d.closeStatus(); code != websocket.StatusPolicyViolation {
+			t.Fatalf("closed with %d", code)
+		}
+	})
 
 	// The relay is still up, and the message stored first is intact.
 	d := e.dial(bob)

@@ -47,6 +47,7 @@ func Handler(s *server.Server) http.Handler {
 	})
 	r.Route("/v1/relay", func(r chi.Router) {
 		r.Get("/ws", h.serveWS)              // GET /v1/relay/ws - a device's delivery connection (WebSocket, subprotocol sotto.v1, Bearer token)
+		r.Get("/ws/send", h.serveSendWS)     // GET /v1/relay/ws/send - anonymous send-only connection for sealed sends (WebSocket, subprotocol sotto.v1, no token)
 		r.Put("/access-key", h.putAccessKey) // PUT /v1/relay/access-key - register the account's delivery access key (Bearer token)
 		r.Put("/push", h.putPush)            // PUT /v1/relay/push - register the device's push wakeup URL (Bearer token)
 		r.Delete("/push", h.deletePush)      // DELETE /v1/relay/push - remove the device's push wakeup URL (Bearer token)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 
 	"github.com/coder/websocket"
 
@@ -80,6 +81,21 @@ func (w *wsConn) Close(code server.CloseCode, reason string) error {
 	return w.c.Close(websocket.StatusCode(code), reason)
 }
 
+// isUpgrade reports whether r asks for a WebSocket upgrade.
+func isUpgrade(r *http.Request) bool {
+	if !strings.EqualFold(strings.TrimSpace(r.Header.Get("Upgrade")), "websocket") {
+		return false
+	}
+	for _, h := range r.Header.Values("Connection") {
+		for _, tok := range strings.Split(h, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // offersSubprotocol reports whether the upgrade request offers sotto.v1.
 func offersSubprotocol(r *http.Request) bool {
 	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
@@ -98,9 +114,49 @@ func (h *handler) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	c, ok := upgrade(w, r)
+	if !ok {
+		return
+	}
+	// Accept runs the connection in its own goroutines; returning here
+	// lets the HTTP server drop its per-connection state.
+	if err := h.s.Accept(&wsConn{c}, q); err != nil {
+		return
+	}
+}
+
+// GET /v1/relay/ws/send: the anonymous send-only socket for sealed sends.
+// It carries no token, so that nothing ties the sealed sends on it to an
+// account; one that comes with an Authorization header is refused rather
+// than silently linked to nothing, since it is a client bug that would
+// defeat sealed sender on the other socket.
+func (h *handler) serveSendWS(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "" {
+		writeError(w, http.StatusBadRequest, server.CodeBadRequest, "the send socket is anonymous: send no Authorization header")
+		return
+	}
+	c, ok := upgrade(w, r)
+	if !ok {
+		return
+	}
+	if err := h.s.AcceptSendOnly(&wsConn{c}); err != nil {
+		return
+	}
+}
+
+// upgrade accepts a WebSocket with the sotto.v1 subprotocol, compression
+// off, small buffers and the frame size limit; when it returns false the
+// request has been answered.
+func upgrade(w http.ResponseWriter, r *http.Request) (*websocket.Conn, bool) {
+	if !isUpgrade(r) {
+		// The library would answer in plain text.
+		w.Header().Set("Upgrade", "websocket")
+		writeError(w, http.StatusUpgradeRequired, "upgrade_required", "this route is a WebSocket")
+		return nil, false
+	}
 	if !offersSubprotocol(r) {
 		writeError(w, http.StatusBadRequest, "bad_subprotocol", "the WebSocket subprotocol "+wire.Subprotocol+" is required")
-		return
+		return nil, false
 	}
 	c, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
 		Subprotocols: []string{wire.Subprotocol},
@@ -109,16 +165,12 @@ func (h *handler) serveWS(w http.ResponseWriter, r *http.Request) {
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	if err != nil {
-		return // the library has answered the request
+		return nil, false // the library has answered the request
 	}
 	if c.Subprotocol() != wire.Subprotocol {
 		c.Close(websocket.StatusPolicyViolation, "subprotocol "+wire.Subprotocol+" required")
-		return
+		return nil, false
 	}
 	c.SetReadLimit(wire.MaxFrameSize)
-	// Accept runs the connection in its own goroutines; returning here
-	// lets the HTTP server drop its per-connection state.
-	if err := h.s.Accept(&wsConn{c}, q); err != nil {
-		return
-	}
+	return c, true
 }

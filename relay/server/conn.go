@@ -14,9 +14,14 @@ package server
 //     cursor to sendLoop over acks, which frees a window slot. The delete
 //     happens before the hand-off, so a later fetch cannot return the
 //     acknowledged message again.
-//   - Send: parsed, then stored in a goroutine of the errgroup (at most
-//     maxSendsInFlight at once; the reader waits beyond that), whose
-//     SendResult goes to sendLoop over out.
+//   - Send: parsed and checked, and its Put submitted (startSend; with a
+//     store.OrderedPutter the Put takes its place in the commit order
+//     there), all in the reader, so that a connection's sends are stored
+//     in the order of their frames; then a goroutine of the errgroup waits
+//     for the Put to be durable and hands the SendResult to sendLoop over
+//     out. At most wire.MaxSendsInFlight sends wait at once; the reader
+//     stops reading beyond that (backpressure: a client that floods sends
+//     costs the relay that many, not more).
 //   - a frame type this protocol does not know: ignored; a relay-to-device
 //     frame or a malformed frame: the connection is closed with 1008.
 //
@@ -51,6 +56,13 @@ package server
 // seeing every channel empty. Keepalive pings come from a timer whose
 // callback runs each ping in a short-lived goroutine of the errgroup,
 // because a ping waits for its pong, which the reader receives.
+//
+// A send-only connection (AcceptSendOnly: the anonymous socket for sealed
+// sends) is the same machinery without a queue: it subscribes to nothing,
+// its delivery state starts drained (so sendLoop only writes SendResults),
+// a Send is checked as from no one (only sealed sends pass), an Ack closes
+// it with 1008, and the keepalive timer also closes it (1000) once no frame
+// has arrived for SendIdleTimeout and no send is waiting.
 //
 // The connection ends when any of them fails or when close is called
 // (displacement, purge, shutdown, ping timeout, protocol violation, a
@@ -112,19 +124,35 @@ const (
 // queue the device's token names: a connection can only ever read that
 // queue.
 func (s *Server) Accept(wc Conn, q store.QueueID) error {
+	return s.accept(wc, q, false)
+}
+
+// AcceptSendOnly serves an anonymous send-only connection until it ends:
+// the socket for sealed sends, tied to no account. It accepts only Send
+// frames, answers a Send without the sealed flag with 401 unauthorized, and
+// closes the connection with 1008 for an Ack (or any relay-to-device
+// frame); nothing is ever delivered on it. It returns at once, like Accept.
+func (s *Server) AcceptSendOnly(wc Conn) error {
+	return s.accept(wc, store.QueueID{}, true)
+}
+
+func (s *Server) accept(wc Conn, q store.QueueID, sendOnly bool) error {
 	c := &conn{
-		s:      s,
-		wc:     wc,
-		q:      q,
-		wake:   make(chan struct{}, 1),
-		live:   make(chan *store.Message, liveQueueLen),
-		acks:   make(chan store.Cursor, 8),
-		out:    make(chan []byte, outQueueLen),
-		closed: make(chan struct{}),
+		s:        s,
+		wc:       wc,
+		q:        q,
+		sendOnly: sendOnly,
+		wake:     make(chan struct{}, 1),
+		live:     make(chan *store.Message, liveQueueLen),
+		acks:     make(chan store.Cursor, 8),
+		out:      make(chan []byte, outQueueLen),
+		closed:   make(chan struct{}),
 	}
 	c.wakePrio.Store(-1)
 	c.d.lastPrio = -1
-	c.d.more = true
+	// A send-only connection has nothing to deliver, ever.
+	c.d.more = !sendOnly
+	c.d.drained = sendOnly
 	s.mu.Lock()
 	if s.mu.closed {
 		s.mu.Unlock()
@@ -139,9 +167,13 @@ func (s *Server) Accept(wc Conn, q store.QueueID) error {
 }
 
 type conn struct {
-	s  *Server
-	wc Conn
-	q  store.QueueID
+	s        *Server
+	wc       Conn
+	q        store.QueueID // zero for a send-only connection
+	sendOnly bool          // the anonymous socket for sealed sends
+
+	sends    chan struct{} // one token per send being stored (wire.MaxSendsInFlight)
+	lastRead atomic.Int64  // send-only: unix nanoseconds of the last frame read
 
 	ctx      context.Context     // canceled when the connection ends
 	g        errgroup.Group      // sendLoop, sends being stored, pings
@@ -268,6 +300,11 @@ func (c *conn) startPing() {
 	if c.st.ended {
 		return
 	}
+	if c.sendOnly && len(c.sends) == 0 &&
+		time.Since(time.Unix(0, c.lastRead.Load())) >= c.s.cfg.SendIdleTimeout {
+		c.close(CloseNormal, "idle")
+		return
+	}
 	c.g.Go(func() error {
 		pctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.PongTimeout)
 		defer cancel()
@@ -288,15 +325,23 @@ func (c *conn) run() {
 	s := c.s
 	defer s.wg.Done()
 	start := time.Now()
-	s.m.connections.Inc()
 	// The context must exist before Subscribe: from then on a Wake may
 	// start the send loop. (The reader is unblocked by closing the
 	// WebSocket, so its reads need no context, which would cost an
 	// allocation per read.)
 	ctx, cancel := context.WithCancel(context.Background())
 	c.ctx = ctx
-	unsubscribe := s.live.Subscribe(c.q, c)
-	c.kick() // deliver the backlog, then the Drained marker
+	c.sends = make(chan struct{}, wire.MaxSendsInFlight)
+	kind := "delivery"
+	unsubscribe := func() {}
+	if c.sendOnly {
+		kind = "send"
+		c.lastRead.Store(time.Now().UnixNano())
+	} else {
+		unsubscribe = s.live.Subscribe(c.q, c)
+		c.kick() // deliver the backlog, then the Drained marker
+	}
+	s.m.connections.WithLabelValues(kind).Inc()
 	c.schedulePing()
 	err := c.readLoop(ctx)
 
@@ -325,8 +370,10 @@ func (c *conn) run() {
 	s.mu.Lock()
 	delete(s.mu.conns, c)
 	s.mu.Unlock()
-	s.m.connections.Dec()
-	s.m.connectionSeconds.Observe(time.Since(start).Seconds())
+	s.m.connections.WithLabelValues(kind).Dec()
+	if !c.sendOnly {
+		s.m.connectionSeconds.Observe(time.Since(start).Seconds())
+	}
 }
 
 // protocolError is a device's protocol violation; its reason goes into the
@@ -337,6 +384,10 @@ func (e *protocolError) Error() string { return "relay: protocol violation: " + 
 
 var errInternal = errors.New("relay: internal error")
 
+// errConnClosed ends the reader when the connection was closed while it
+// waited for room (the read that would have failed never came).
+var errConnClosed = errors.New("relay: connection closed")
+
 // noCancel returns the context of frame reads and writes. A read, or a
 // write blocked on a device that stopped reading, is ended by closing the
 // WebSocket (the missed keepalive does that, as do displacement, purge and
@@ -346,11 +397,13 @@ func noCancel() context.Context { return context.Background() }
 
 func (c *conn) readLoop(ctx context.Context) error {
 	s := c.s
-	var sem chan struct{}
 	for {
 		frame, err := c.wc.ReadFrame(noCancel())
 		if err != nil {
 			return err
+		}
+		if c.sendOnly {
+			c.lastRead.Store(time.Now().UnixNano())
 		}
 		t, err := wire.TypeOf(frame)
 		if err != nil {
@@ -358,6 +411,9 @@ func (c *conn) readLoop(ctx context.Context) error {
 		}
 		switch t {
 		case wire.FrameAck:
+			if c.sendOnly {
+				return &protocolError{"Ack frame on a send-only connection"}
+			}
 			a, err := wire.ParseAck(frame)
 			if err != nil {
 				return &protocolError{"bad ack frame"}
@@ -372,8 +428,8 @@ func (c *conn) readLoop(ctx context.Context) error {
 			s.m.acked.Inc()
 			select {
 			case c.acks <- a.Cursor:
-			case <-ctx.Done():
-				return ctx.Err()
+			case <-c.closed:
+				return errConnClosed
 			}
 			c.kick()
 		case wire.FrameSend:
@@ -381,18 +437,24 @@ func (c *conn) readLoop(ctx context.Context) error {
 			if err != nil {
 				return &protocolError{"bad send frame"}
 			}
-			if sem == nil {
-				sem = make(chan struct{}, maxSendsInFlight)
-			}
 			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return ctx.Err()
+			case c.sends <- struct{}{}:
+			case <-c.closed:
+				// Closed while the reader waited (sendLoop failed
+				// to write, say): nothing drains the sends now.
+				return errConnClosed
 			}
-			from := c.q
+			// Checked and submitted here, in frame order; only the
+			// wait for durability runs beside the reader.
+			var from *store.QueueID
+			if !c.sendOnly {
+				q := c.q
+				from = &q
+			}
+			wait := s.startSend(ctx, from, m)
 			c.g.Go(func() error {
-				defer func() { <-sem }()
-				res := s.Send(ctx, &from, m)
+				defer func() { <-c.sends }()
+				res := wait()
 				select {
 				case c.out <- res.Marshal():
 					c.kick()

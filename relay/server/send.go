@@ -50,13 +50,38 @@ func hashAccessKey(key [wire.AccessKeySize]byte) [32]byte { return sha256.Sum256
 // durable; a retry with the same message ID is accepted again without
 // storing anything twice.
 func (s *Server) Send(ctx context.Context, from *store.QueueID, m *wire.Send) *wire.SendResult {
+	return s.startSend(ctx, from, m)()
+}
+
+// startSend checks m and submits its Put, then returns a function that
+// waits for the outcome. When the store implements store.OrderedPutter,
+// the sends started one after another by one goroutine are stored in that
+// order (a connection's reader starts its frames' sends in frame order);
+// otherwise the Put runs only in the returned function. A send refused by
+// the checks takes no place in the order.
+func (s *Server) startSend(ctx context.Context, from *store.QueueID, m *wire.Send) func() *wire.SendResult {
 	start := time.Now()
-	res := s.send(ctx, from, m)
-	s.m.sends.WithLabelValues(codeLabel(res.Code)).Inc()
-	if res.Status == http.StatusOK {
-		s.m.sendSeconds.Observe(time.Since(start).Seconds())
+	done := func(res *wire.SendResult) *wire.SendResult {
+		s.m.sends.WithLabelValues(codeLabel(res.Code)).Inc()
+		if res.Status == http.StatusOK {
+			s.m.sendSeconds.Observe(time.Since(start).Seconds())
+		}
+		return res
 	}
-	return res
+	entries, res := s.check(ctx, from, m)
+	if res != nil {
+		return func() *wire.SendResult { return done(res) }
+	}
+	var wait func() ([]store.PutResult, error)
+	if op, ok := s.queues.(store.OrderedPutter); ok {
+		wait = op.StartPut(ctx, m.Body, entries)
+	} else {
+		wait = func() ([]store.PutResult, error) { return s.queues.Put(ctx, m.Body, entries) }
+	}
+	return func() *wire.SendResult {
+		results, err := wait()
+		return done(s.stored(ctx, m, entries, results, err))
+	}
 }
 
 func codeLabel(code string) string {
@@ -66,24 +91,27 @@ func codeLabel(code string) string {
 	return code
 }
 
-func (s *Server) send(ctx context.Context, from *store.QueueID, m *wire.Send) *wire.SendResult {
+// check runs every check of a send before anything is stored and returns
+// the entries to store, or the result that refuses the send (or answers an
+// ephemeral one, which it has forwarded).
+func (s *Server) check(ctx context.Context, from *store.QueueID, m *wire.Send) ([]store.Entry, *wire.SendResult) {
 	n := m.Recipients()
 	if n == 0 || n > wire.MaxRecipients {
-		return result(m, http.StatusBadRequest, CodeBadRequest)
+		return nil, result(m, http.StatusBadRequest, CodeBadRequest)
 	}
 	ttl := time.Duration(m.TTL) * time.Second
 	if m.TTL == 0 {
 		ttl = s.cfg.DefaultTTL
 	}
 	if ttl < MinTTL || ttl > s.cfg.MaxTTL {
-		return result(m, http.StatusBadRequest, CodeBadRequest)
+		return nil, result(m, http.StatusBadRequest, CodeBadRequest)
 	}
 	if !m.Sealed {
 		if from == nil {
-			return result(m, http.StatusUnauthorized, CodeUnauthorized)
+			return nil, result(m, http.StatusUnauthorized, CodeUnauthorized)
 		}
 		if !s.allow(from.Account) {
-			return result(m, http.StatusTooManyRequests, CodeRateLimited)
+			return nil, result(m, http.StatusTooManyRequests, CodeRateLimited)
 		}
 	}
 
@@ -96,18 +124,18 @@ func (s *Server) send(ctx context.Context, from *store.QueueID, m *wire.Send) *w
 		a := &m.Accounts[i]
 		account := crypto.AccountID(a.Account)
 		if _, dup := seen[account]; dup {
-			return result(m, http.StatusBadRequest, CodeBadRequest)
+			return nil, result(m, http.StatusBadRequest, CodeBadRequest)
 		}
 		seen[account] = struct{}{}
 		current, err := s.dir.Devices(ctx, account)
 		if errors.Is(err, ErrUnknownAccount) {
-			return result(m, http.StatusGone, CodeGone)
+			return nil, result(m, http.StatusGone, CodeGone)
 		}
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Error("relay: directory lookup", "err", err)
 			}
-			return result(m, http.StatusServiceUnavailable, CodeUnavailable)
+			return nil, result(m, http.StatusServiceUnavailable, CodeUnavailable)
 		}
 		if m.Sealed {
 			want, ok, err := s.accessKeyHash(ctx, account)
@@ -115,18 +143,18 @@ func (s *Server) send(ctx context.Context, from *store.QueueID, m *wire.Send) *w
 				if ctx.Err() == nil {
 					s.log.Error("relay: access key lookup", "err", err)
 				}
-				return result(m, http.StatusServiceUnavailable, CodeUnavailable)
+				return nil, result(m, http.StatusServiceUnavailable, CodeUnavailable)
 			}
 			got := hashAccessKey(a.AccessKey)
 			if subtle.ConstantTimeCompare(got[:], want[:]) != 1 || !ok {
-				return result(m, http.StatusUnauthorized, CodeUnauthorized)
+				return nil, result(m, http.StatusUnauthorized, CodeUnauthorized)
 			}
 		}
 		named := make(map[crypto.DeviceID]struct{}, len(a.Devices))
 		for _, d := range a.Devices {
 			id := crypto.DeviceID(d.Device)
 			if _, dup := named[id]; dup {
-				return result(m, http.StatusBadRequest, CodeBadRequest)
+				return nil, result(m, http.StatusBadRequest, CodeBadRequest)
 			}
 			named[id] = struct{}{}
 		}
@@ -150,12 +178,12 @@ func (s *Server) send(ctx context.Context, from *store.QueueID, m *wire.Send) *w
 	if len(missing) > 0 || len(extra) > 0 {
 		r := result(m, http.StatusConflict, CodeMismatchedDevices)
 		r.Missing, r.Extra = missing, extra
-		return r
+		return nil, r
 	}
 
 	if m.Ephemeral {
 		s.forwardEphemeral(m)
-		return result(m, http.StatusOK, "")
+		return nil, result(m, http.StatusOK, "")
 	}
 
 	expires := s.cfg.Now().Add(ttl)
@@ -172,7 +200,13 @@ func (s *Server) send(ctx context.Context, from *store.QueueID, m *wire.Send) *w
 			})
 		}
 	}
-	results, err := s.queues.Put(ctx, m.Body, entries)
+	return entries, nil
+}
+
+// stored turns the outcome of a send's Put into its result and, once the
+// Put is durable, hands the new entries to their devices' connections (or
+// push wakeups).
+func (s *Server) stored(ctx context.Context, m *wire.Send, entries []store.Entry, results []store.PutResult, err error) *wire.SendResult {
 	if errors.Is(err, store.ErrQueueFull) {
 		s.m.dropped.WithLabelValues(dropQueueFull).Inc()
 		return result(m, StatusQueueFull, CodeQueueFull)

@@ -69,6 +69,11 @@ const (
 	// sends per sender account: they are for first contact, not bulk.
 	DefaultIdentifiedRate  = 20
 	DefaultIdentifiedBurst = 100
+	// DefaultSendIdleTimeout is how long an anonymous send-only connection
+	// may stay open without a frame before the relay closes it (1000):
+	// the HTTP server's idle timeout for keep-alive connections, which is
+	// what a sealed sender over HTTP POST would hold.
+	DefaultSendIdleTimeout = 2 * time.Minute
 
 	// sendLoopLinger is how long a connection's send loop waits with
 	// nothing to do before it stops (the connection then costs only its
@@ -78,9 +83,6 @@ const (
 	// waiting for a connection's send loop; ephemeral frames beyond it are
 	// dropped and counted.
 	outQueueLen = 16
-	// maxSendsInFlight bounds the sends of one connection being stored at
-	// once; the reader waits when it is reached (backpressure).
-	maxSendsInFlight = 32
 	// pushQueueLen and pushWorkers bound the wakeups waiting and running;
 	// a wakeup beyond them is dropped (and counted), never blocking a send.
 	pushQueueLen = 1024
@@ -95,6 +97,10 @@ type Config struct {
 	PingInterval  time.Duration
 	PongTimeout   time.Duration
 	SweepInterval time.Duration
+	// SendIdleTimeout closes an anonymous send-only connection that has
+	// sent no frame for this long (checked at each keepalive, so it may
+	// stay open up to PingInterval longer).
+	SendIdleTimeout time.Duration
 
 	// IdentifiedRate (sends per second) and IdentifiedBurst limit the
 	// identified sends of one sender account.
@@ -143,6 +149,7 @@ func (c Config) withDefaults() Config {
 	def(&c.PingInterval, DefaultPingInterval)
 	def(&c.PongTimeout, DefaultPongTimeout)
 	def(&c.SweepInterval, DefaultSweepInterval)
+	def(&c.SendIdleTimeout, DefaultSendIdleTimeout)
 	def(&c.PushCoalesce, DefaultPushCoalesce)
 	def(&c.PushTimeout, DefaultPushTimeout)
 	def(&c.BlobTTL, DefaultBlobTTL)
@@ -409,7 +416,7 @@ func (s *Server) closeWhere(match func(*conn) bool) {
 	s.mu.Lock()
 	var victims []*conn
 	for c := range s.mu.conns {
-		if match(c) {
+		if !c.sendOnly && match(c) {
 			victims = append(victims, c)
 		}
 	}

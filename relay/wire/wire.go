@@ -31,6 +31,22 @@
 // The same Send frame is the body of an HTTP POST /v1/messages; the answer
 // to it is then an HTTP status with a JSON body instead of a SendResult.
 //
+// Sends may be pipelined: the relay stores the Send frames of one
+// connection in the order of their frames (so a recipient device sees one
+// sender's messages in the order they were sent), with up to
+// [MaxSendsInFlight] unanswered at once. A refused send does not hold up the
+// ones after it, so a client that needs strict order stops sending after a
+// refusal until it has dealt with it.
+//
+// Sealed sends must not go over the authenticated connection, which would
+// tie the sealed sender to the connection's account. A device sends them
+// over a WebSocket to GET /v1/relay/ws/send with the same subprotocol and NO
+// Authorization header: a send-only connection tied to no account. On it the
+// device writes only Send frames with the sealed flag set and reads only
+// SendResults; a Send without the flag is answered 401 "unauthorized" (the
+// connection stays open), any other device-to-relay frame closes it with
+// 1008, and nothing is ever delivered on it.
+//
 // # Encoding
 //
 // Bodies use the TLS presentation-language style encoding of
@@ -81,6 +97,13 @@ const (
 	// MaxTTL is the longest retention a sender may ask for (90 days), in
 	// seconds; 0 means the relay's default.
 	MaxTTL = 90 * 24 * 60 * 60
+	// MaxSendsInFlight is how many Send frames a client may have written on
+	// one connection and not yet seen answered: the relay stores a
+	// connection's sends in the order of their frames, up to this many at
+	// once, and stops reading the connection while that many are
+	// unanswered (so a client that writes more only waits). SendResults
+	// may come back in any order; a client matches them by request ID.
+	MaxSendsInFlight = 64
 )
 
 // Fixed sizes of the fields below.

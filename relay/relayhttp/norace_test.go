@@ -1,0 +1,5 @@
+//go:build !race
+
+package relayhttp_test
+
+const raceEnabled = false
