@@ -58,6 +58,41 @@ func BenchmarkSealedSender(b *testing.B) {
 	})
 }
 
+// BenchmarkSealMulti measures a multi-recipient message to 100 devices
+// (1 KiB content), with SealMulti and with a warm Sealer, per message.
+func BenchmarkSealMulti(b *testing.B) {
+	f := newEnvFixture(b)
+	alice := f.party(b, 1)
+	var rs []MultiRecipient
+	for i := range 100 {
+		p := f.party(b, DeviceID(2+i))
+		rs = append(rs, MultiRecipient{Address: p.addr, Identity: p.key.Public()})
+	}
+	content := bytes.Repeat([]byte{4}, 1024)
+	b.Run("100-recipients/1KiB", func(b *testing.B) {
+		b.ReportAllocs()
+		defer cpuMeter(b)()
+		for b.Loop() {
+			if _, _, err := SealMulti(alice.key, alice.cert, rs, content); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("100-recipients/1KiB/sealer", func(b *testing.B) {
+		as, err := NewSealer(alice.key, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		defer cpuMeter(b)()
+		for b.Loop() {
+			if _, _, err := as.SealMulti(alice.cert, rs, content); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
 func BenchmarkGroup(b *testing.B) {
 	pt := bytes.Repeat([]byte{2}, 1024)
 	b.Run("encrypt/1KiB", func(b *testing.B) {

@@ -76,6 +76,12 @@ type RecipientHeader struct {
 // Recipients must be distinct addresses, at most MaxMultiRecipients. Only
 // the body and headers leave the device; the message key is discarded.
 func SealMulti(sender *IdentityPrivateKey, cert *SenderCertificate, recipients []MultiRecipient, content []byte) (body []byte, headers []RecipientHeader, err error) {
+	return sealMultiWith(sender, sender.dh, cert, recipients, content)
+}
+
+// sealMultiWith is SealMulti with the static-static Diffie-Hellman
+// computed by staticDH (the sender's identity dh, or a [Sealer]'s cache).
+func sealMultiWith(sender *IdentityPrivateKey, staticDH func(*ecdh.PublicKey) ([]byte, error), cert *SenderCertificate, recipients []MultiRecipient, content []byte) (body []byte, headers []RecipientHeader, err error) {
 	if len(recipients) == 0 || len(recipients) > MaxMultiRecipients {
 		return nil, nil, fmt.Errorf("crypto: multi-recipient: %d recipients (1..%d allowed)", len(recipients), MaxMultiRecipients)
 	}
@@ -97,12 +103,12 @@ func SealMulti(sender *IdentityPrivateKey, cert *SenderCertificate, recipients [
 	if err != nil {
 		return nil, nil, fmt.Errorf("crypto: multi-recipient: %w", err)
 	}
-	return sealMulti(m[:], e, sender, cert, recipients, content)
+	return sealMulti(m[:], e, sender, staticDH, cert, recipients, content)
 }
 
 // sealMulti implements PROTOCOL.md §6 with a given message key and
 // ephemeral key.
-func sealMulti(m []byte, e *ecdh.PrivateKey, sender *IdentityPrivateKey, cert *SenderCertificate, recipients []MultiRecipient, content []byte) ([]byte, []RecipientHeader, error) {
+func sealMulti(m []byte, e *ecdh.PrivateKey, sender *IdentityPrivateKey, staticDH func(*ecdh.PublicKey) ([]byte, error), cert *SenderCertificate, recipients []MultiRecipient, content []byte) ([]byte, []RecipientHeader, error) {
 	ephPub := e.PublicKey().Bytes()
 	bodyKey, commitment := multiBodyKeys(m, ephPub)
 	body := make([]byte, 0, MultiBodyOverhead+len(cert.raw)+len(content))
@@ -127,11 +133,12 @@ func sealMulti(m []byte, e *ecdh.PrivateKey, sender *IdentityPrivateKey, cert *S
 		}
 		h := make([]byte, MultiHeaderSize)
 		subtle.XORBytes(h[:32], m, multiKeyPad(dh1, ephPub, recipientX))
-		dh2, err := sender.dh(r.Identity.X25519())
+		dh2, err := staticDH(r.Identity.X25519())
 		if err != nil {
 			return nil, nil, fmt.Errorf("crypto: multi-recipient: key of %s: %w", r.Address, err)
 		}
 		copy(h[32:], multiAuthTag(dh2, ephPub, h[:32], bodyHash[:], senderX, recipientX))
+		clear(dh2)
 		headers[i] = RecipientHeader{Address: r.Address, Header: h}
 	}
 	return body, headers, nil

@@ -288,6 +288,57 @@ func TestSealerMulti(t *testing.T) {
 	}
 }
 
+// TestSealerSealMulti checks that a Sealer's multi-recipient message is
+// byte for byte SealMulti's for the same message key and ephemeral key,
+// cold and warm, and opens with OpenMulti.
+func TestSealerSealMulti(t *testing.T) {
+	f := newEnvFixture(t)
+	alice := f.party(t, 1)
+	var rs []MultiRecipient
+	var keys []*IdentityPrivateKey
+	for i := range 3 {
+		p := f.party(t, DeviceID(2+i))
+		rs = append(rs, MultiRecipient{Address: p.addr, Identity: p.key.Public()})
+		keys = append(keys, p.key)
+	}
+	as := mustSealer(t, alice.key, 0)
+	for round := range 2 {
+		m := bytes.Repeat([]byte{byte(round + 1)}, 32)
+		e, _ := ecdh.X25519().GenerateKey(rand.Reader)
+		wantBody, wantHeaders, err := sealMulti(m, e, alice.key, alice.key.dh, alice.cert, rs, []byte("hello all"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, headers, err := sealMulti(m, e, alice.key, as.sealDH, alice.cert, rs, []byte("hello all"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(body, wantBody) {
+			t.Fatalf("round %d: body differs", round)
+		}
+		for i := range headers {
+			if !bytes.Equal(headers[i].Header, wantHeaders[i].Header) || headers[i].Address != wantHeaders[i].Address {
+				t.Fatalf("round %d: header %d differs", round, i)
+			}
+		}
+	}
+	body, headers, err := as.SealMulti(alice.cert, rs, []byte("via Sealer.SealMulti"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range headers {
+		if _, got, err := OpenMulti(keys[i], h.Header, body, f.roots, envNow); err != nil || string(got) != "via Sealer.SealMulti" {
+			t.Fatalf("recipient %d: %v", i, err)
+		}
+	}
+	if len(as.dh) != len(rs) {
+		t.Fatalf("%d cached static DH outputs, want %d", len(as.dh), len(rs))
+	}
+	if _, _, err := as.SealMulti(alice.cert, append(rs, rs[0]), nil); err == nil {
+		t.Fatal("duplicate recipient accepted")
+	}
+}
+
 // TestSealerConcurrent uses one Sealer from several goroutines (CI runs
 // the tests with -race).
 func TestSealerConcurrent(t *testing.T) {
