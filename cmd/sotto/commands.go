@@ -50,38 +50,23 @@ func cmdRegister(a *app, args []string) error {
 	if *server == "" {
 		return usageError("register: --server URL is required")
 	}
-	*server = strings.TrimRight(*server, "/")
 	*handle = strings.TrimPrefix(*handle, "@")
-	if _, err := os.Stat(a.configPath()); err == nil {
-		return withHint(exitError, client.ErrExists, "there is already an account in "+a.home,
-			"pass --home DIR (or set SOTTO_HOME) for another account")
-	}
-	pw, err := a.passphrase("SOTTO_PASSPHRASE", "New passphrase: ", true)
-	if err != nil {
+	if err := a.checkEmptyHome("pass --home DIR (or set SOTTO_HOME) for another account"); err != nil {
 		return err
 	}
-	root, fetched, err := a.trustRoot("register", *server, *rootText)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(a.home, 0o700); err != nil {
-		return fmt.Errorf("creating home: %w", err)
-	}
-	c, err := client.Create(a.ctx, client.Options{
-		Dir: a.storeDir(), Passphrase: pw, PebbleOptions: storeOptions(),
-		KeyServerURL: *server, RelayURL: *server,
-		TrustRoots: []crypto.TrustRoot{root},
-		Handle:     *handle,
+	cfg := &config{Server: strings.TrimRight(*server, "/"), Handle: *handle}
+	c, root, fetched, err := a.newHome("register", cfg, *rootText, "New passphrase: ", func(opts client.Options) (*client.Client, error) {
+		opts.Handle = *handle
+		c, err := client.Create(a.ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("registering: %w", err)
+		}
+		return c, nil
 	})
 	if err != nil {
-		os.RemoveAll(a.storeDir())
-		return fmt.Errorf("registering: %w", err)
-	}
-	defer c.Close()
-	cfg := &config{Server: *server, TrustRoot: root.String(), Handle: *handle, Handles: map[string]string{}}
-	if err := a.saveConfig(cfg); err != nil {
 		return err
 	}
+	defer c.Close()
 	how := "pinned from --trust-root"
 	if fetched {
 		how = "fetched from the server on first use"
@@ -1055,26 +1040,14 @@ func cmdLink(a *app, args []string) error {
 	if *server == "" {
 		return usageError("link: --server URL (on the new device) or --accept CODE (on the existing one) is required")
 	}
-	*server = strings.TrimRight(*server, "/")
-	if _, err := os.Stat(a.configPath()); err == nil {
-		return withHint(exitError, client.ErrExists, "there is already an account in "+a.home, "link into an empty --home")
-	}
-	pw, err := a.passphrase("SOTTO_PASSPHRASE", "New passphrase: ", true)
-	if err != nil {
+	if err := a.checkEmptyHome("link into an empty --home"); err != nil {
 		return err
 	}
-	root, _, err := a.trustRoot("link", *server, *rootText)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(a.home, 0o700); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(a.ctx, *timeout)
-	defer cancel()
-	c, err := client.Link(ctx, client.Options{Dir: a.storeDir(), Passphrase: pw, PebbleOptions: storeOptions(),
-		KeyServerURL: *server, RelayURL: *server, TrustRoots: []crypto.TrustRoot{root}},
-		func(code client.LinkCode) {
+	cfg := &config{Server: strings.TrimRight(*server, "/")}
+	c, _, _, err := a.newHome("link", cfg, *rootText, "New passphrase: ", func(opts client.Options) (*client.Client, error) {
+		ctx, cancel := context.WithTimeout(a.ctx, *timeout) // the wait for the code's acceptance
+		defer cancel()
+		c, err := client.Link(ctx, opts, func(code client.LinkCode) {
 			if a.json {
 				a.printJSON(map[string]any{"link_code": code.String()})
 				return
@@ -1083,19 +1056,16 @@ func cmdLink(a *app, args []string) error {
 			renderQR(a.stdout, code.String()) // the text above is the fallback
 			fmt.Fprintf(a.stdout, "on your existing device run: sotto link --accept '%s'\nwaiting...\n", code)
 		})
+		if err != nil {
+			return nil, fmt.Errorf("linking: %w", err)
+		}
+		return c, nil
+	})
 	if err != nil {
-		os.RemoveAll(a.storeDir())
-		return fmt.Errorf("linking: %w", err)
-	}
-	defer c.Close()
-	if err := a.saveConfig(&config{Server: *server, TrustRoot: root.String(), Handles: map[string]string{}}); err != nil {
 		return err
 	}
-	if a.json {
-		return a.printJSON(map[string]any{"account": c.Account().String(), "device": uint32(c.Device())})
-	}
-	fmt.Fprintf(a.stdout, "linked: account %s device %d\n", c.Account(), c.Device())
-	return nil
+	defer c.Close()
+	return a.printNewDevice(c, "linked: account")
 }
 
 const exportHelp = `Usage:
@@ -1168,9 +1138,8 @@ func cmdImport(a *app, args []string) error {
 	if *server == "" {
 		return usageError("import: --server URL is required")
 	}
-	*server = strings.TrimRight(*server, "/")
-	if _, err := os.Stat(a.configPath()); err == nil {
-		return withHint(exitError, client.ErrExists, "there is already an account in "+a.home, "import into an empty --home")
+	if err := a.checkEmptyHome("import into an empty --home"); err != nil {
+		return err
 	}
 	f, err := os.Open(pos[0])
 	if err != nil {
@@ -1181,34 +1150,73 @@ func cmdImport(a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	pw, err := a.passphrase("SOTTO_PASSPHRASE", "New store passphrase: ", true)
-	if err != nil {
-		return err
-	}
-	root, _, err := a.trustRoot("import", *server, *rootText)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(a.home, 0o700); err != nil {
-		return err
-	}
-	c, err := client.Import(a.ctx, client.Options{Dir: a.storeDir(), Passphrase: pw, PebbleOptions: storeOptions(),
-		KeyServerURL: *server, RelayURL: *server, TrustRoots: []crypto.TrustRoot{root}}, f, bp)
-	if err != nil {
-		os.RemoveAll(a.storeDir())
+	cfg := &config{Server: strings.TrimRight(*server, "/")}
+	c, _, _, err := a.newHome("import", cfg, *rootText, "New store passphrase: ", func(opts client.Options) (*client.Client, error) {
+		c, err := client.Import(a.ctx, opts, f, bp)
 		if errors.Is(err, crypto.ErrDecrypt) {
-			return withHint(exitError, err, "import: wrong backup passphrase or damaged file", "check SOTTO_BACKUP_PASSPHRASE")
+			return nil, withHint(exitError, err, "import: wrong backup passphrase or damaged file", "check SOTTO_BACKUP_PASSPHRASE")
 		}
-		return fmt.Errorf("import: %w", err)
+		if err != nil {
+			return nil, fmt.Errorf("import: %w", err)
+		}
+		return c, nil
+	})
+	if err != nil {
+		return err
 	}
 	defer c.Close()
-	if err := a.saveConfig(&config{Server: *server, TrustRoot: root.String(), Handles: map[string]string{}}); err != nil {
-		return err
+	return a.printNewDevice(c, "imported account")
+}
+
+// checkEmptyHome refuses to set up a home that holds an account already.
+func (a *app) checkEmptyHome(hint string) error {
+	if _, err := os.Stat(a.configPath()); err == nil {
+		return withHint(exitError, client.ErrExists, "there is already an account in "+a.home, hint)
 	}
+	return nil
+}
+
+// newHome is what register, link and import share once the home is known
+// to be empty: it asks for the new store passphrase (prompt), pins the
+// trust root (rootText, or fetched from cfg.Server on this first use),
+// runs create on the new store's options, and saves cfg with that root.
+// A store that create left half made is removed.
+func (a *app) newHome(cmd string, cfg *config, rootText, prompt string, create func(client.Options) (*client.Client, error)) (c *client.Client, root crypto.TrustRoot, fetched bool, err error) {
+	pw, err := a.passphrase("SOTTO_PASSPHRASE", prompt, true)
+	if err != nil {
+		return nil, root, false, err
+	}
+	root, fetched, err = a.trustRoot(cmd, cfg.Server, rootText)
+	if err != nil {
+		return nil, root, false, err
+	}
+	if err := os.MkdirAll(a.home, 0o700); err != nil {
+		return nil, root, false, fmt.Errorf("creating home: %w", err)
+	}
+	c, err = create(client.Options{
+		Dir: a.storeDir(), Passphrase: pw, PebbleOptions: storeOptions(),
+		KeyServerURL: cfg.Server, RelayURL: cfg.Server,
+		TrustRoots: []crypto.TrustRoot{root},
+	})
+	if err != nil {
+		os.RemoveAll(a.storeDir())
+		return nil, root, false, err
+	}
+	cfg.TrustRoot, cfg.Handles = root.String(), map[string]string{}
+	if err := a.saveConfig(cfg); err != nil {
+		c.Close()
+		return nil, root, false, err
+	}
+	return c, root, fetched, nil
+}
+
+// printNewDevice prints the account and device that link or import made
+// (what: "linked: account" or "imported account").
+func (a *app) printNewDevice(c *client.Client, what string) error {
 	if a.json {
 		return a.printJSON(map[string]any{"account": c.Account().String(), "device": uint32(c.Device())})
 	}
-	fmt.Fprintf(a.stdout, "imported account %s device %d\n", c.Account(), c.Device())
+	fmt.Fprintf(a.stdout, "%s %s device %d\n", what, c.Account(), c.Device())
 	return nil
 }
 
