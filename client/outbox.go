@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sotto-im/sotto/client/internal/content"
+	"github.com/sotto-im/sotto/client/store"
 	"github.com/sotto-im/sotto/crypto"
 	"github.com/sotto-im/sotto/relay/wire"
 )
@@ -706,16 +707,13 @@ func (c *Client) refreshOwnDevices(ctx context.Context) error {
 
 // deferWrites returns a context under which the store's writes need not be
 // durable until the next syncStore.
-//
-// TODO(client-send): store.Deferred once client/store has it; until then
-// every write is durable when it returns.
-func deferWrites(ctx context.Context) context.Context { return ctx }
+func deferWrites(ctx context.Context) context.Context { return store.Deferred(ctx) }
 
 // syncStore makes every write that returned before it durable.
 //
 // TODO(client-send): c.sync once receive.go has it.
 func (c *Client) syncStore(ctx context.Context) error {
-	if s, ok := c.st.(interface{ Sync(context.Context) error }); ok {
+	if s, ok := c.st.(store.Syncer); ok {
 		return s.Sync(ctx)
 	}
 	return nil
