@@ -32,15 +32,11 @@ func cmdChat(a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	s, err := a.openOnline()
+	s, t, err := a.openOnlineTo(pos[0])
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	t, err := a.resolve(s, pos[0], true)
-	if err != nil {
-		return err
-	}
 	v := &chatView{a: a, s: s, t: t, in: a.stdin, out: a.stdout, width: 80, height: 24, typing: map[string]bool{}}
 	if f, ok := a.stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		if w, h, err := term.GetSize(int(f.Fd())); err == nil && w > 10 && h > 5 {

@@ -379,15 +379,11 @@ func cmdSend(a *app, args []string) error {
 		}
 	}
 
-	s, err := a.openOnline()
+	s, t, err := a.openOnlineTo(pos[0])
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	t, err := a.resolve(s, pos[0], true)
-	if err != nil {
-		return err
-	}
 	if *expire != "" {
 		if err := s.SetTimer(a.ctx, t.conv, expireD); err != nil {
 			return fmt.Errorf("setting the timer: %w", err)

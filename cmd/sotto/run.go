@@ -431,6 +431,21 @@ func (a *app) openOnline() (*session, error) {
 	}
 }
 
+// openOnlineTo opens the account online for a command that talks to TO,
+// and resolves TO (adding an @handle that is not a contact yet).
+func (a *app) openOnlineTo(to string) (*session, target, error) {
+	s, err := a.openOnline()
+	if err != nil {
+		return nil, target{}, err
+	}
+	t, err := a.resolve(s, to, true)
+	if err != nil {
+		s.Close()
+		return nil, target{}, err
+	}
+	return s, t, nil
+}
+
 // printJSON writes one JSON object on one line.
 func (a *app) printJSON(v any) error {
 	b, err := json.Marshal(v)
