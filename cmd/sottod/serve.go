@@ -315,7 +315,11 @@ func buildServices(cfg *config, keys *serverKeys, logger *slog.Logger, reg *prom
 			dir = localDirectory{ks}
 			auth = &server.TokenAuthenticator{Verifier: token.NewVerifier(token.KeysOf(keys.tokenPublics()...), cfg.PublicURL, tokenAudience)}
 		} else {
-			dir = newRemoteDirectory(cfg.KeyServerURL)
+			rd, err := newRemoteDirectory(cfg.KeyServerURL, logger.With("component", "relay-directory"), reg)
+			if err != nil {
+				return nil, err
+			}
+			dir = rd
 			auth = &server.TokenAuthenticator{Verifier: token.NewVerifier(token.NewRemoteKeys(strings.TrimSuffix(cfg.KeyServerURL, "/")+"/.well-known/jwks.json", http.DefaultClient), strings.TrimSuffix(cfg.KeyServerURL, "/"), tokenAudience)}
 		}
 		relay, err = server.New(server.Config{

@@ -7,14 +7,18 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sotto-im/sotto/crypto"
 	"github.com/sotto-im/sotto/relay/server"
@@ -25,7 +29,10 @@ import (
 //
 // The relay verifies device tokens with the key server's JWKS (fetched and
 // cached by token.RemoteKeys, refreshed on an unknown key ID) and learns
-// device lists from GET /v1/accounts/{account}/devices (cached briefly).
+// device lists from GET /v1/accounts/{account}/devices (cached briefly;
+// while the key server cannot be reached, the last list fetched is used for
+// up to directoryStale, so that messages keep flowing through a key-server
+// outage).
 // The key server asks the relay to purge an account or a device with
 // POST /internal/v1/purge, authenticated by an HMAC-SHA256 over the body
 // and a timestamp under the shared internal key (SOTTO_INTERNAL_KEY, or
@@ -37,8 +44,21 @@ const (
 	// replays of a captured one.
 	purgeSkew = time.Minute
 	// directoryTTL is how long the relay trusts a fetched device list: a
-	// device added or removed is seen by the relay within this time.
+	// device added or removed is seen by the relay within this time, as
+	// long as the key server can be reached.
 	directoryTTL = 5 * time.Second
+	// directoryStale bounds how old a device list the relay still uses
+	// while the key server cannot be reached (stale-while-error). The
+	// trade-off (OPERATIONS.md, THREAT_MODEL.md): during an outage a device
+	// removed in the meantime is still accepted as a recipient, and its
+	// token still accepted, for up to this long; without it every send
+	// would be refused 5 s into the outage.
+	directoryStale = time.Hour
+	// directoryRetry is how long after a failed fetch the relay uses
+	// cached lists without asking the key server again, so that an
+	// unreachable key server (connection timeouts) does not slow every
+	// send.
+	directoryRetry = 2 * time.Second
 )
 
 type purgeRequest struct {
@@ -139,12 +159,21 @@ func purgeHandler(relay *server.Server, key []byte) http.Handler {
 }
 
 // remoteDirectory is the relay's Directory for a key server in another
-// process, with a short cache.
+// process, with a short cache that it uses past its TTL while the key
+// server cannot be reached.
 type remoteDirectory struct {
 	base   string
 	client *http.Client
-	mu     sync.Mutex
-	cache  map[crypto.AccountID]directoryEntry
+	log    *slog.Logger
+	now    func() time.Time
+	// stale counts lookups answered from an entry past its TTL.
+	stale prometheus.Counter
+
+	mu    sync.Mutex
+	cache map[crypto.AccountID]directoryEntry
+	// failedAt is the time of the last failed fetch; zero while the key
+	// server answers.
+	failedAt time.Time
 }
 
 type directoryEntry struct {
@@ -156,26 +185,70 @@ type directoryEntry struct {
 // maxDirectoryCache bounds the cache; it is emptied when full.
 const maxDirectoryCache = 100_000
 
-func newRemoteDirectory(keyserverURL string) *remoteDirectory {
-	return &remoteDirectory{base: strings.TrimSuffix(keyserverURL, "/"), client: &http.Client{Timeout: 10 * time.Second}, cache: map[crypto.AccountID]directoryEntry{}}
+func newRemoteDirectory(keyserverURL string, logger *slog.Logger, reg prometheus.Registerer) (*remoteDirectory, error) {
+	d := &remoteDirectory{base: strings.TrimSuffix(keyserverURL, "/"), client: &http.Client{Timeout: 10 * time.Second},
+		log: logger, now: time.Now, cache: map[crypto.AccountID]directoryEntry{},
+		stale: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sotto", Subsystem: "relay", Name: "directory_stale_total",
+			Help: "Device-list lookups answered from a cached list past its TTL because the key server could not be reached.",
+		})}
+	if reg != nil {
+		if err := reg.Register(d.stale); err != nil {
+			return nil, fmt.Errorf("sottod: register metrics: %w", err)
+		}
+	}
+	return d, nil
 }
 
 func (d *remoteDirectory) Devices(ctx context.Context, account crypto.AccountID) ([]crypto.DeviceID, error) {
+	now := d.now()
 	d.mu.Lock()
 	e, ok := d.cache[account]
+	failedAt := d.failedAt
 	d.mu.Unlock()
-	if !ok || time.Since(e.fetched) > directoryTTL {
-		var err error
-		if e, err = d.fetch(ctx, account); err != nil {
+	usable := ok && now.Sub(e.fetched) <= directoryStale
+	switch {
+	case ok && now.Sub(e.fetched) <= directoryTTL:
+		return e.answer()
+	case !failedAt.IsZero() && now.Sub(failedAt) < directoryRetry:
+		// The key server failed a moment ago: do not wait for it again.
+		if usable {
+			d.stale.Inc()
+			return e.answer()
+		}
+		return nil, errors.New("sottod: device list from key server: key server unreachable")
+	}
+	fresh, err := d.fetch(ctx, account)
+	if err != nil {
+		if ctx.Err() != nil {
 			return nil, err
 		}
 		d.mu.Lock()
-		if len(d.cache) >= maxDirectoryCache {
-			clear(d.cache)
+		if d.failedAt.IsZero() {
+			d.log.Warn("key server unreachable; using cached device lists", "max_age", directoryStale.String(), "err", err)
 		}
-		d.cache[account] = e
+		d.failedAt = now
 		d.mu.Unlock()
+		if usable {
+			d.stale.Inc()
+			return e.answer()
+		}
+		return nil, err
 	}
+	d.mu.Lock()
+	if !d.failedAt.IsZero() {
+		d.log.Info("key server reachable again", "down_for", now.Sub(d.failedAt).Round(time.Second).String())
+		d.failedAt = time.Time{}
+	}
+	if len(d.cache) >= maxDirectoryCache {
+		clear(d.cache)
+	}
+	d.cache[account] = fresh
+	d.mu.Unlock()
+	return fresh.answer()
+}
+
+func (e directoryEntry) answer() ([]crypto.DeviceID, error) {
 	if e.gone {
 		return nil, server.ErrUnknownAccount
 	}
@@ -200,9 +273,9 @@ func (d *remoteDirectory) fetch(ctx context.Context, account crypto.AccountID) (
 		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&body); err != nil {
 			return directoryEntry{}, fmt.Errorf("sottod: device list from key server: %w", err)
 		}
-		return directoryEntry{devices: body.Devices, fetched: time.Now()}, nil
+		return directoryEntry{devices: body.Devices, fetched: d.now()}, nil
 	case http.StatusNotFound:
-		return directoryEntry{gone: true, fetched: time.Now()}, nil
+		return directoryEntry{gone: true, fetched: d.now()}, nil
 	default:
 		return directoryEntry{}, fmt.Errorf("sottod: device list from key server: status %d", resp.StatusCode)
 	}
