@@ -150,41 +150,39 @@ func buildReport(o *options, jobs []*job, res *results, elapsed time.Duration) *
 			v := rr.cells[0].v
 			measured++
 			ts.got = append(ts.got, fmtNum(v)+" "+rr.unit)
-			if (ch.atMost && v <= ch.limit) || (!ch.atMost && v >= ch.limit) {
+			if ch.meets(v, ch.limit) {
 				met++
 			} else {
 				ts.failed = append(ts.failed, ch)
 			}
 			if !math.IsNaN(lim) {
 				scaledN++
-				if (ch.atMost && v <= lim) || (!ch.atMost && v >= lim) {
+				if ch.meets(v, lim) {
 					scaledMet++
 				}
 			}
 		}
-		switch {
-		case scaledN == 0:
-			ts.scaledStatus = "—"
-		case scaledMet < scaledN:
-			ts.scaledStatus = "not met"
-		case scaledN < len(t.checks):
-			ts.scaledStatus = "met where scaled"
-		default:
-			ts.scaledStatus = "met"
-		}
-		switch {
-		case measured == 0:
-			ts.status = "not yet measured"
-		case met < measured:
-			ts.status = "**not met**"
-		case measured < len(t.checks):
-			ts.status = "met where measured (part not yet measured)"
-		default:
-			ts.status = "met"
-		}
+		ts.scaledStatus = verdict(scaledN, scaledMet, len(t.checks), "—", "not met", "met where scaled")
+		ts.status = verdict(measured, met, len(t.checks), "not yet measured", "**not met**", "met where measured (part not yet measured)")
 		rep.targets = append(rep.targets, ts)
 	}
 	return rep
+}
+
+// verdict says how a target fared when counted of its all checks could be
+// judged and met of those were met: none when none could, notMet when one
+// failed, part when all judged were met but some could not be judged, else
+// "met".
+func verdict(counted, met, all int, none, notMet, part string) string {
+	switch {
+	case counted == 0:
+		return none
+	case met < counted:
+		return notMet
+	case counted < all:
+		return part
+	}
+	return "met"
 }
 
 func fmtNum(v float64) string {

@@ -31,6 +31,14 @@ type check struct {
 	scale    string // which slowdown scales the limit on this machine: cpu, transport, disk or ""
 }
 
+// meets reports whether value v is within limit (at most, or at least).
+func (c check) meets(v, limit float64) bool {
+	if c.atMost {
+		return v <= limit
+	}
+	return v >= limit
+}
+
 const (
 	sc  = "sotto/crypto"
 	lg  = "peers/libsignalgo"
