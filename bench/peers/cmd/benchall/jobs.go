@@ -305,15 +305,22 @@ func (j *job) runGoTest(ctx context.Context, o *options, res *results) error {
 	return j.exec(ctx, res, args)
 }
 
-func (j *job) exec(ctx context.Context, res *results, args []string) error {
+// output runs the job's binary with args in its directory and returns
+// what it printed on stdout and stderr.
+func (j *job) output(ctx context.Context, args []string) (stdout, stderr []byte, err error) {
 	cmd := command(ctx, j.bin, args...)
 	cmd.Dir = j.dir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	stdout, err = cmd.Output()
+	return stdout, errb.Bytes(), err
+}
+
+func (j *job) exec(ctx context.Context, res *results, args []string) error {
+	out, stderr, err := j.output(ctx, args)
 	n := parseGoBench(out, j.id, res)
 	if err != nil {
-		return fmt.Errorf("%v: %s%s", err, firstFail(out), firstLine(stderr.Bytes()))
+		return fmt.Errorf("%v: %s%s", err, firstFail(out), firstLine(stderr))
 	}
 	if n == 0 {
 		// The package builds but has none of the benchmarks yet: its rows show as missing.
@@ -413,11 +420,7 @@ func (j *job) runCmd(ctx context.Context, o *options, res *results) error {
 }
 
 func (j *job) runCmdOnce(ctx context.Context, res *results, args []string) error {
-	cmd := command(ctx, j.bin, args...)
-	cmd.Dir = j.dir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, stderr, err := j.output(ctx, args)
 	n := 0
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -440,7 +443,7 @@ func (j *job) runCmdOnce(ctx context.Context, res *results, args []string) error
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("%v: %s", err, lastLine(stderr.Bytes()))
+		return fmt.Errorf("%v: %s", err, lastLine(stderr))
 	}
 	if n == 0 {
 		return errors.New("no JSON figures in output")
