@@ -417,40 +417,57 @@ func (a *app) handleOther(ev client.Event) {
 
 // waitSent waits until the relay accepted message id.
 func (a *app) waitSent(s *session, conv client.ConversationID, id client.MessageID, timeout time.Duration) (client.Status, error) {
+	var st client.Status
+	lastErr, err := a.await(s, timeout, func(ev client.Event) bool {
+		u, ok := ev.(client.UpdateEvent)
+		if ok && u.Message.ID == id && u.Message.Status >= client.StatusSent && u.Message.Status != client.StatusReceived {
+			st = u.Message.Status
+			return true
+		}
+		return false
+	})
+	if !errors.Is(err, errWaitTimedOut) {
+		return st, err
+	}
+	// The message may have been accepted before we started to listen; the
+	// history knows.
+	if st, ok := a.statusOf(s, conv, id); ok && st >= client.StatusSent {
+		return st, nil
+	}
+	hint := "the message stays in the outbox and is sent by the next sotto command that connects"
+	if lastErr != nil {
+		return 0, withHint(exitNetwork, lastErr, "the relay did not accept the message in time: "+lastErr.Error(), hint)
+	}
+	return 0, withHint(exitNetwork, nil, "the relay did not accept the message in time", hint)
+}
+
+// errWaitTimedOut is what await returns when no event it waited for came.
+var errWaitTimedOut = errors.New("timed out")
+
+// await reads s's events until want returns true for one, spooling the
+// messages it passes over for the next receive. It gives up with
+// errWaitTimedOut after timeout, or when the client closes or the command
+// is interrupted; lastErr is the last connection error it saw.
+func (a *app) await(s *session, timeout time.Duration, want func(client.Event) bool) (lastErr, err error) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	var lastErr error
 	for {
 		select {
 		case ev, ok := <-s.Events():
 			if !ok {
-				return 0, client.ErrClosed
+				return lastErr, client.ErrClosed
 			}
-			switch ev := ev.(type) {
-			case client.UpdateEvent:
-				if ev.Message.ID == id && ev.Message.Status >= client.StatusSent && ev.Message.Status != client.StatusReceived {
-					return ev.Message.Status, nil
-				}
-			case client.ConnectionEvent:
-				if ev.Err != nil {
-					lastErr = ev.Err
-				}
-			default:
-				a.handleOther(ev)
+			if want(ev) {
+				return lastErr, nil
 			}
+			if ce, ok := ev.(client.ConnectionEvent); ok && ce.Err != nil {
+				lastErr = ce.Err
+			}
+			a.handleOther(ev)
 		case <-timer.C:
-			// The message may have been accepted before we started to
-			// listen; the history knows.
-			if st, ok := a.statusOf(s, conv, id); ok && st >= client.StatusSent {
-				return st, nil
-			}
-			hint := "the message stays in the outbox and is sent by the next sotto command that connects"
-			if lastErr != nil {
-				return 0, withHint(exitNetwork, lastErr, "the relay did not accept the message in time: "+lastErr.Error(), hint)
-			}
-			return 0, withHint(exitNetwork, nil, "the relay did not accept the message in time", hint)
+			return lastErr, errWaitTimedOut
 		case <-a.ctx.Done():
-			return 0, a.ctx.Err()
+			return lastErr, a.ctx.Err()
 		}
 	}
 }

@@ -395,40 +395,26 @@ func (a *app) openOnline() (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	timer := time.NewTimer(30 * time.Second)
-	defer timer.Stop()
-	var lastErr error
-	for {
-		select {
-		case ev, ok := <-s.Events():
-			if !ok {
-				return nil, client.ErrClosed
-			}
-			if ce, ok := ev.(client.ConnectionEvent); ok {
-				if ce.State == client.Connected || ce.State == client.Drained {
-					return s, nil
-				}
-				if ce.Err != nil {
-					lastErr = ce.Err
-				}
-			}
-			a.handleOther(ev)
-		case <-timer.C:
-			s.Close()
-			msg := "could not connect to " + s.cfg.Server
-			if lastErr != nil {
-				msg += ": " + lastErr.Error()
-			}
-			code, hints := classify(lastErr)
-			if code == exitError || lastErr == nil {
-				code = exitNetwork
-			}
-			return nil, withHint(code, lastErr, msg, append(hints, "is the server reachable?")...)
-		case <-a.ctx.Done():
-			s.Close()
-			return nil, a.ctx.Err()
-		}
+	lastErr, err := a.await(s, 30*time.Second, func(ev client.Event) bool {
+		ce, ok := ev.(client.ConnectionEvent)
+		return ok && (ce.State == client.Connected || ce.State == client.Drained)
+	})
+	if err == nil {
+		return s, nil
 	}
+	s.Close()
+	if !errors.Is(err, errWaitTimedOut) {
+		return nil, err
+	}
+	msg := "could not connect to " + s.cfg.Server
+	if lastErr != nil {
+		msg += ": " + lastErr.Error()
+	}
+	code, hints := classify(lastErr)
+	if code == exitError || lastErr == nil {
+		code = exitNetwork
+	}
+	return nil, withHint(code, lastErr, msg, append(hints, "is the server reachable?")...)
 }
 
 // openOnlineTo opens the account online for a command that talks to TO,
