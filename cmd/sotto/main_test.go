@@ -375,19 +375,29 @@ func (c *rpcConn) call(method string, params any) (map[string]any, []map[string]
 	var notes []map[string]any
 	timeout := time.After(90 * time.Second)
 	for {
-		select {
-		case m, ok := <-c.lines:
-			if !ok {
-				c.t.Fatal("daemon closed the connection")
-			}
-			if m["id"] == float64(c.next) {
-				return m, notes
-			}
-			notes = append(notes, m)
-		case <-timeout:
-			c.t.Fatalf("no response to %s", method)
+		m := c.read(timeout, "response to "+method)
+		if m["id"] == float64(c.next) {
+			return m, notes
 		}
+		notes = append(notes, m)
 	}
+}
+
+// read returns the daemon's next line; it fails the test if the daemon
+// closes the connection or nothing comes before timeout (what says what
+// the test waits for).
+func (c *rpcConn) read(timeout <-chan time.Time, what string) map[string]any {
+	c.t.Helper()
+	select {
+	case m, ok := <-c.lines:
+		if !ok {
+			c.t.Fatal("daemon closed the connection")
+		}
+		return m
+	case <-timeout:
+		c.t.Fatalf("no %s", what)
+	}
+	return nil
 }
 
 // waitNote waits for a "receive" notification of a message with text.
@@ -409,16 +419,8 @@ func (c *rpcConn) waitNote(text string, earlier []map[string]any) map[string]any
 	}
 	timeout := time.After(90 * time.Second)
 	for {
-		select {
-		case m, ok := <-c.lines:
-			if !ok {
-				c.t.Fatal("daemon closed the connection")
-			}
-			if p := check(m); p != nil {
-				return p
-			}
-		case <-timeout:
-			c.t.Fatalf("no notification for %q", text)
+		if p := check(c.read(timeout, fmt.Sprintf("notification for %q", text))); p != nil {
+			return p
 		}
 	}
 }
