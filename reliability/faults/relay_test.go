@@ -179,6 +179,10 @@ func (e *relayEnv) closeRelay() {
 // store on the same directory.
 func (e *relayEnv) restart() {
 	e.closeRelay()
+	// The server closed every connection; a POST on a kept-alive one
+	// that the client has not yet seen closed would fail with EOF (POSTs
+	// are not retried).
+	http.DefaultClient.CloseIdleConnections()
 	e.open()
 }
 
