@@ -249,3 +249,16 @@ func resendContent(id [16]byte, sm *storedMessage) *content.Message {
 	}
 	return m
 }
+
+// fitsEnvelope reports whether an encoded message of n bytes fits one
+// per-device envelope (maxPlaintext once padded, so that the sealed prekey
+// message fits the relay's per-device header), and, with sync, whether the
+// transcript for this account's other devices, which carries it, fits too.
+// Without the second check a message just under the bound is accepted
+// and its transcript can never be sent.
+func fitsEnvelope(n int, sync bool) bool {
+	if sync {
+		n += content.TranscriptOverhead
+	}
+	return crypto.PaddedSize(n) <= maxPlaintext
+}

@@ -275,3 +275,45 @@ func TestDirectMessageTooLarge(t *testing.T) {
 	}
 	bob.waitMessage(strings.Repeat("y", 1800))
 }
+
+// TestLargestDirectMessage: on an account with a second device, the
+// largest text Send accepts reaches the contact and the other device (its
+// transcript fits too), and a text it refuses leaves nothing behind.
+func TestLargestDirectMessage(t *testing.T) {
+	for file, hook := range map[string]string{"outbox.go": "fitsEnvelope(", "messages.go": "DeleteMessage(ctx, conv, m.ID)"} {
+		if src, err := os.ReadFile(file); err != nil || !strings.Contains(string(src), hook) {
+			t.Skipf("%s does not call %s yet", file, hook)
+		}
+	}
+	env := startEnv(t)
+	ctx := context.Background()
+	alice, bob := newParty(t, env), newParty(t, env)
+	ab, _ := befriend(t, alice, bob)
+	alice2 := linkParty(t, env, alice)
+	n := 2048
+	for ; n > 0; n-- {
+		_, err := alice.c.Send(ctx, ab, client.Text(strings.Repeat("z", n)))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, client.ErrTooLarge) {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("largest 1:1 text with a transcript: %d bytes", n)
+	if n < 1800 {
+		t.Fatalf("largest text is %d bytes", n)
+	}
+	big := strings.Repeat("z", n)
+	bob.waitMessage(big)
+	alice2.waitMessage(big)
+	if _, err := alice.c.Send(ctx, ab, client.Text("after the largest")); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitMessage("after the largest")
+	alice2.waitMessage("after the largest")
+	hist, err := alice.c.History(ctx, ab, time.Time{}, 100)
+	if err != nil || len(hist) != 2 {
+		t.Fatalf("alice's history holds %d messages (%v), want 2: refused sends must leave nothing", len(hist), err)
+	}
+}

@@ -281,14 +281,22 @@ func (c *Client) announce(ctx context.Context, g *groupRecord, old []content.Mem
 	}
 	accounts := slices.SortedFunc(maps.Keys(to), func(a, b crypto.AccountID) int { return bytes.Compare(a[:], b[:]) })
 	conv := groupConversation(g.ID)
-	for i, a := range accounts {
+	sync := true
+	for _, a := range accounts {
 		m := &content.Message{Kind: content.KindGroupUpdate, ID: newID(), Sent: c.now().Truncate(time.Millisecond),
-			Group: g.ID, GroupState: state}
+			Group: g.ID, GroupState: state, AccessKey: c.id.accessKey}
 		// The first copy also goes to this account's other devices, as a
-		// transcript: they apply it as this account's own change.
-		if err := c.enqueueTo(ctx, conv, []crypto.AccountID{a}, m, false, i == 0); err != nil {
+		// transcript: they apply it as this account's own change. (A state
+		// too large for a transcript does not: those devices learn it when
+		// a member's message makes them ask, see groupDecryptFailed.)
+		if b, err := m.Marshal(); sync && (err != nil || !fitsEnvelope(len(b), true)) {
+			c.log.Debug("client: group state too large for a transcript", "members", len(g.Members))
+			sync = false
+		}
+		if err := c.enqueueTo(ctx, conv, []crypto.AccountID{a}, m, false, sync); err != nil {
 			return err
 		}
+		sync = false
 	}
 	if len(accounts) == 0 {
 		// No other member to piggyback on: tell the other devices directly.

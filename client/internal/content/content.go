@@ -60,6 +60,14 @@ const (
 	MaxDataLen = 64 << 10
 )
 
+// TranscriptOverhead is how much longer a transcript's encoding is than
+// the encoding of the message it carries (Nested): the header, the
+// Destination field and the Nested field's tag and length. A sender that
+// also sends a transcript to its own devices needs room for both.
+const TranscriptOverhead = 1 + 1 + 16 + 8 + // version, kind, id, sent
+	1 + 3 + crypto.AccountIDSize + 16 + // Destination
+	1 + 3 // Nested's tag and length
+
 // Kind says what a message is.
 type Kind uint8
 

@@ -36,6 +36,7 @@ func samples() []*Message {
 			Members: []Member{{Account: acct, Role: RoleAdmin}, {Account: acct2, Role: RoleMember}}}},
 		{Kind: KindSenderKey, ID: id, Sent: t0, Group: [16]byte{4}, SenderKey: []byte{1, 2, 3}},
 		{Kind: KindResendRequest, ID: id, Sent: t0, Target: [16]byte{8}},
+		{Kind: KindResendRequest, ID: id, Sent: t0, Group: [16]byte{4}, Target: [16]byte{8}},
 		{Kind: KindTranscript, ID: id, Sent: t0, Destination: &Destination{Account: acct}, Nested: []byte{1, 2}},
 		{Kind: KindProfile, ID: id, Sent: t0, AccessKey: [32]byte{1}},
 		{Kind: KindProvision, ID: id, Sent: t0, Data: []byte("x")},
@@ -64,6 +65,27 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatalf("got %+v, want %+v", got, m)
 			}
 		})
+	}
+}
+
+// TestTranscriptOverhead: a transcript is TranscriptOverhead longer than
+// what it carries, for a 1:1 and a group destination, whatever the size.
+func TestTranscriptOverhead(t *testing.T) {
+	for _, m := range samples() {
+		nested, err := m.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []*Destination{{Account: crypto.AccountID{1}}, {Group: [16]byte{1}}} {
+			tr := &Message{Kind: KindTranscript, ID: m.ID, Sent: m.Sent, Destination: d, Nested: nested}
+			b, err := tr.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) != len(nested)+TranscriptOverhead {
+				t.Fatalf("%s: transcript of %d bytes is %d, want %d", m.Kind, len(nested), len(b), len(nested)+TranscriptOverhead)
+			}
+		}
 	}
 }
 
