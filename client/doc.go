@@ -36,7 +36,27 @@
 //     [Client.RemoveMembers], [Client.Rename], [Client.SetAdmin],
 //     [Client.Leave];
 //   - history: [Client.History] (paging backwards), [Client.HistorySince]
-//     (seek by time), [Client.Search], [Client.Message].
+//     (seek by time), [Client.Search], [Client.Message]; a [Message] names
+//     its author's sending device ([Message.FromDevice]).
+//
+// # Devices of one account
+//
+// What one device sends reaches the account's other devices as a
+// transcript, and what contacts send reaches every device. Groups are known
+// on every device: a group created, changed or joined on one device reaches
+// the others (group changes are copied to them as transcripts), and a newly
+// linked device receives the account's groups and contacts with its
+// provisioning message ([Client.LinkDevice]); it does not receive the
+// history. Each device has its own sender key per group.
+//
+// # Size of a message
+//
+// A message's content, padded, must fit in 2 KiB, because a 1:1 message
+// (and the transcript that copies any message to the account's other
+// devices) travels as one relay header of at most 4 KiB per device,
+// including a post-quantum prekey message. That is about 1.9 KB of text;
+// [Client.Send] returns [ErrTooLarge] beyond it. Send longer text as an
+// attachment ([Client.UploadAttachment]), which has no such bound.
 //
 // # Reliability
 //
@@ -48,7 +68,11 @@
 // Received messages are processed in order: opened, decrypted, stored, and
 // only then acknowledged to the relay, so a crash loses nothing; a message
 // that does not decrypt makes the client ask its sender to resend it over a
-// fresh session. One-time prekeys are refilled below
+// fresh session. A group message that does not decrypt (its sender's key
+// was lost, or this device was linked or reinstalled since) makes the
+// client ask the sender's device for its sender key: the sender sends the
+// key and that message again, pairwise; other messages under a key this
+// device never held are not recovered. One-time prekeys are refilled below
 // [PreKeyRefillThreshold]; the signed and last-resort prekeys are rotated
 // every [SignedPreKeyRotation], and old ones kept for [SignedPreKeyGrace].
 //
