@@ -481,9 +481,10 @@ under the home's attachments directory and their paths printed.
 
 With --json it prints one object per line: id, type (message, update,
 receipt, typing, group, safety_number_changed, devices), from (account
-ID), from_handle when known, device (the sending device; null when unknown),
-timestamp, text, conversation, group, reply_to, status and attachments
-(file_name, content_type, size, path).
+ID), from_handle when known, device (the number of the author's device
+that sent a message; null when unknown), timestamp, text, conversation,
+group, reply_to, status and attachments (file_name, content_type, size,
+path).
 
 Example:
   $ sotto receive
@@ -571,6 +572,8 @@ const historyHelp = `Usage: sotto history TO [--before T] [--after T] [--limit N
 
 Prints a conversation's history, oldest first. T is an RFC 3339 time
 (2026-01-02T15:04:05Z) or a duration meaning that long ago (90m, 24h).
+With --json it prints one object per message with the fields of "sotto
+receive --json" (device among them).
 
 Example:
   $ sotto history Bob --limit 20
@@ -697,7 +700,7 @@ func statusMark(st client.Status) string {
 const searchHelp = `Usage: sotto search TEXT [--limit N]
 
 Searches the decrypted history on this device (case-insensitive); nothing
-leaves it.
+leaves it. With --json it prints the messages as "history --json" does.
 
 Example:
   $ sotto search "train ticket"

@@ -215,9 +215,7 @@ func TestCLI(t *testing.T) {
 	if got["from_handle"] != "alice" {
 		t.Errorf("from_handle = %v, want alice", got["from_handle"])
 	}
-	if dev, present := got["device"]; !present || dev != float64(1) {
-		t.Errorf("device = %v (present %v), want 1 (alice's only device)", dev, present)
-	}
+	wantDevice(t, "receive", got, 1) // alice's only device
 	ts, err := time.Parse(time.RFC3339Nano, got["timestamp"].(string))
 	if err != nil || ts.Before(before) || ts.After(time.Now().Add(time.Minute)) {
 		t.Errorf("timestamp = %v (%v)", got["timestamp"], err)
@@ -285,8 +283,11 @@ func TestCLI(t *testing.T) {
 	parallel(
 		func() {
 			h := jsonLines(t, alice.ok("--json", "history", "Bob"))
-			findMessage(t, h, "hello bob")
-			findMessage(t, h, "here is the file")
+			// Every account here has one device, number 1; an outgoing
+			// message names this device.
+			wantDevice(t, "history, outgoing", findMessage(t, h, "hello bob"), 1)
+			wantDevice(t, "history, incoming", findMessage(t, h, "here is the file"), 1)
+			wantDevice(t, "search", findMessage(t, jsonLines(t, alice.ok("--json", "search", "HERE IS")), "here is the file"), 1)
 			aliceSN = jsonLines(t, alice.ok("--json", "verify", "Bob"))[0]
 		},
 		func() { bobSN = jsonLines(t, bob.ok("--json", "verify", "@alice", "--mark-verified"))[0] },
@@ -311,6 +312,14 @@ func TestCLI(t *testing.T) {
 	go func() { defer wg.Done(); testExportImport(t, url, carol) }()
 	t.Run("daemon", func(t *testing.T) { testDaemonAndChat(t, alice, bob, accounts) })
 	wg.Wait()
+}
+
+// wantDevice checks a printed message's "device": present and a number.
+func wantDevice(t *testing.T, where string, m map[string]any, want int) {
+	t.Helper()
+	if dev, present := m["device"]; !present || dev != float64(want) {
+		t.Errorf("%s: device = %v (present %v), want %d", where, dev, present, want)
+	}
 }
 
 // testExportImport backs carol's device up and restores it into a new
@@ -475,6 +484,18 @@ func testDaemonAndChat(t *testing.T, alice, bob *home, accounts map[string]strin
 	if p["from"] != accounts["alice"] || p["from_handle"] != "alice" {
 		t.Errorf("notification: %v", p)
 	}
+	wantDevice(t, "daemon notification", p, 1)
+	resp, _ = rpc.call("history", map[string]any{"to": "@alice", "limit": 10})
+	var hist []map[string]any
+	if res, _ := resp["result"].([]any); res != nil {
+		for _, m := range res {
+			if m, ok := m.(map[string]any); ok {
+				hist = append(hist, m)
+			}
+		}
+	}
+	wantDevice(t, "daemon history, incoming", findMessage(t, hist, "to the daemon"), 1)
+	wantDevice(t, "daemon history, outgoing", findMessage(t, hist, "via the daemon"), 1)
 
 	t.Run("chat", func(t *testing.T) { testChat(t, alice, rpc) })
 	t.Run("http", func(t *testing.T) { testDaemonHTTP(t, alice, rpc, accounts) })
