@@ -107,6 +107,16 @@ func newUser(t *testing.T, ks, relay string, roots []crypto.TrustRoot, st store.
 	return u
 }
 
+// send sends text; the test fails if the client refuses it.
+func (u *user) send(conv client.ConversationID, text string) client.MessageID {
+	u.t.Helper()
+	id, err := u.c.Send(context.Background(), conv, client.Text(text))
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	return id
+}
+
 func (u *user) waitText(text string) client.Message {
 	u.t.Helper()
 	timeout := time.After(30 * time.Second)
@@ -176,23 +186,15 @@ func TestProcessLifecycle(t *testing.T) {
 	alice := newUser(t, srv.url, srv.url, roots, aliceStore, true)
 	bob := newUser(t, srv.url, srv.url, roots, bobStore, true)
 	ab, ba := befriend(t, alice, bob)
-	ctx := context.Background()
-	if _, err := alice.c.Send(ctx, ab, client.Text("hello bob")); err != nil {
-		t.Fatal(err)
-	}
+	alice.send(ab, "hello bob")
 	bob.waitText("hello bob")
-	if _, err := bob.c.Send(ctx, ba, client.Text("hello alice")); err != nil {
-		t.Fatal(err)
-	}
+	bob.send(ba, "hello alice")
 	alice.waitText("hello alice")
 
 	// Bob goes offline; a message waits for him at the relay across a
 	// restart of the server.
 	bob.c.Close()
-	id, err := alice.c.Send(ctx, ab, client.Text("while you were away"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := alice.send(ab, "while you were away")
 	alice.waitStatus(ab, id, client.StatusSent)
 	alice.c.Close()
 	srv.stop()
@@ -216,14 +218,9 @@ func TestProcessSplitDeployment(t *testing.T) {
 	alice := newUser(t, ks.url, relay.url, roots, memstore.New(), true)
 	bob := newUser(t, ks.url, relay.url, roots, memstore.New(), true)
 	ab, ba := befriend(t, alice, bob)
-	ctx := context.Background()
-	if _, err := alice.c.Send(ctx, ab, client.Text("split hello")); err != nil {
-		t.Fatal(err)
-	}
+	alice.send(ab, "split hello")
 	bob.waitText("split hello")
-	if _, err := bob.c.Send(ctx, ba, client.Text("split reply")); err != nil {
-		t.Fatal(err)
-	}
+	bob.send(ba, "split reply")
 	alice.waitText("split reply")
 	alice.c.Close()
 	bob.c.Close()
