@@ -130,6 +130,8 @@ func TestStartMissingBinary(t *testing.T) {
 	}
 }
 
+// TestStartSottod builds sottod (once: a second Build returns the same
+// binary), runs it, stops it, and removes the binary.
 func TestStartSottod(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs sottod")
@@ -137,6 +139,9 @@ func TestStartSottod(t *testing.T) {
 	bin, err := Build(SottodPkg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if again, err := Build(SottodPkg); err != nil || again != bin {
+		t.Fatalf("second Build: %q, %v; want %q", again, err, bin)
 	}
 	s, err := StartSottod(bin, []string{"--listen", "127.0.0.1:0", "--data", t.TempDir()}, nil, LogWriter(t.Logf, "sottod"), time.Minute)
 	if err != nil {
@@ -148,29 +153,11 @@ func TestStartSottod(t *testing.T) {
 	if err := s.Stop(20 * time.Second); err != nil {
 		t.Fatalf("sottod exit after SIGTERM: %v", err)
 	}
-}
-
-// TestBuildOnce runs after TestStartSottod, which built sottod already.
-func TestBuildOnce(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs go build")
-	}
-	a, err := Build(SottodPkg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := Build(SottodPkg)
-	if err != nil || a != b {
-		t.Fatalf("second Build: %q, %v; want %q", b, err, a)
-	}
-	if _, err := os.Stat(a); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := Build("github.com/sotto-im/sotto/no/such/package"); err == nil {
 		t.Fatal("built a package that does not exist")
 	}
 	RemoveAll()
-	if _, err := os.Stat(a); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(bin); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("binary left after RemoveAll: %v", err)
 	}
 }
