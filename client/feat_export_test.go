@@ -46,3 +46,9 @@ func (c *Client) groupMembersForTest(id GroupID) []crypto.AccountID {
 	}
 	return out
 }
+
+// LinkDeviceWithBudgetForTest is LinkDevice with another bound on the
+// provisioning payload's groups and contacts.
+func (c *Client) LinkDeviceWithBudgetForTest(ctx context.Context, code string, budget int) (crypto.DeviceID, error) {
+	return c.linkDevice(ctx, code, budget)
+}

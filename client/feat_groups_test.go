@@ -18,6 +18,13 @@ import (
 // linkParty links a new device to p's account and returns it as a party.
 func linkParty(t *testing.T, env *testenv.Env, p *party) *party {
 	t.Helper()
+	return linkPartyBudget(t, env, p, 0)
+}
+
+// linkPartyBudget is linkParty with a bound on the provisioning payload's
+// groups and contacts (0: the default).
+func linkPartyBudget(t *testing.T, env *testenv.Env, p *party, budget int) *party {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	codes := make(chan string, 1)
@@ -30,7 +37,13 @@ func linkParty(t *testing.T, env *testenv.Env, p *party) *party {
 		c, err := client.Link(ctx, options(env, memstore.New()), func(code client.LinkCode) { codes <- code.String() })
 		done <- result{c, err}
 	}()
-	if _, err := p.c.LinkDevice(ctx, <-codes); err != nil {
+	link := p.c.LinkDevice
+	if budget > 0 {
+		link = func(ctx context.Context, code string) (crypto.DeviceID, error) {
+			return p.c.LinkDeviceWithBudgetForTest(ctx, code, budget)
+		}
+	}
+	if _, err := link(ctx, <-codes); err != nil {
 		t.Fatal(err)
 	}
 	r := <-done
@@ -179,6 +192,46 @@ func TestGroupsOnEveryDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGroup(alice, solo.ID, func(g client.Group) bool { return g.Name == "notes" && len(g.Members) == 1 })
+}
+
+// TestProvisioningOverflow: groups that do not fit the provisioning payload
+// reach the new device as group updates, and contacts that do not fit are
+// left for later.
+func TestProvisioningOverflow(t *testing.T) {
+	env := startEnv(t)
+	ctx := context.Background()
+	alice, bob := newParty(t, env), newParty(t, env)
+	befriend(t, alice, bob)
+	var groups []client.Group
+	for _, name := range []string{"g1", "g2", "g3"} {
+		g, err := alice.c.CreateGroup(ctx, name, []crypto.AccountID{bob.c.Account()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitGroup(bob, g.ID, func(client.Group) bool { return true })
+		groups = append(groups, g)
+	}
+	// No room beyond the payload's fixed part: every group and contact is
+	// left out.
+	alice2 := linkPartyBudget(t, env, alice, 1)
+	if gs, err := alice2.c.Groups(ctx); err != nil || len(gs) != 0 {
+		t.Fatalf("groups in the payload: %d, %v, want none", len(gs), err)
+	}
+	if cs, err := alice2.c.Contacts(ctx); err != nil || len(cs) != 0 {
+		t.Fatalf("contacts in the payload: %d, %v, want none", len(cs), err)
+	}
+	for _, g := range groups {
+		waitGroup(alice2, g.ID, func(got client.Group) bool { return got.Name == g.Name && len(got.Members) == 2 })
+	}
+	// Bob ignores the repeated announcements (same revision): no new event.
+	if _, err := bob.c.Send(ctx, groups[0].Conversation, client.Text("to g1")); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitMessage("to g1")
+	alice2.waitMessage("to g1")
+	if g := findGroup(t, bob.c, groups[0].ID); g.Revision != groups[0].Revision {
+		t.Fatalf("bob's group revision moved: %d, want %d", g.Revision, groups[0].Revision)
+	}
 }
 
 // TestGroupResendAfterLostSenderKey: a member that lost a sender's key asks

@@ -134,10 +134,10 @@ type provisionContact struct {
 const maxProvisionPayload = 60 << 10
 
 // provisionState adds the account's groups and contacts to p, as many as fit
-// in maxProvisionPayload (groups first: without them the new device drops
+// in budget bytes of JSON (groups first: without them the new device drops
 // group messages). It returns the groups left out, to be sent to the new
 // device as group updates instead.
-func (c *Client) provisionState(ctx context.Context, p *provisionPayload) ([]*groupRecord, error) {
+func (c *Client) provisionState(ctx context.Context, p *provisionPayload, budget int) ([]*groupRecord, error) {
 	base, err := json.Marshal(p)
 	if err != nil {
 		return nil, err
@@ -154,7 +154,7 @@ func (c *Client) provisionState(ctx context.Context, p *provisionPayload) ([]*gr
 			pg.Timer = cr.Timer
 		}
 		b, _ := json.Marshal(pg)
-		if size+len(b)+1 > maxProvisionPayload {
+		if size+len(b)+1 > budget {
 			left = append(left, g)
 			return nil
 		}
@@ -175,7 +175,7 @@ func (c *Client) provisionState(ctx context.Context, p *provisionPayload) ([]*gr
 			pc.Timer = cr.Timer
 		}
 		b, _ := json.Marshal(pc)
-		if size+len(b)+1 > maxProvisionPayload {
+		if size+len(b)+1 > budget {
 			return nil // learned later, from the contact's next message
 		}
 		size += len(b) + 1
@@ -242,6 +242,10 @@ func provisionMAC(secret [32]byte, payload []byte) []byte {
 // sends the new device what it needs through the key server's provisioning
 // address. Only the device holding the account key can do it.
 func (c *Client) LinkDevice(ctx context.Context, code string) (crypto.DeviceID, error) {
+	return c.linkDevice(ctx, code, maxProvisionPayload)
+}
+
+func (c *Client) linkDevice(ctx context.Context, code string, budget int) (crypto.DeviceID, error) {
 	l, err := ParseLinkCode(code)
 	if err != nil {
 		return 0, err
@@ -282,7 +286,7 @@ func (c *Client) LinkDevice(ctx context.Context, code string) (crypto.DeviceID, 
 		return 0, err
 	}
 	p := provisionPayload{AccountKey: c.id.accountKey.Bytes(), Device: next, DeviceList: signed, AccessKey: c.id.accessKey[:]}
-	overflow, err := c.provisionState(ctx, &p)
+	overflow, err := c.provisionState(ctx, &p, budget)
 	if err != nil {
 		return 0, err
 	}
