@@ -458,6 +458,12 @@ func (s *socketSet) track(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		if tc, ok := c.(*tls.Conn); ok {
+			// Close the TCP connection itself: closing the TLS one first
+			// writes an alert, which can wait up to 5 s on a device that
+			// stopped reading.
+			c = tc.NetConn()
+		}
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
