@@ -99,4 +99,3 @@ func startCPU() cpuStart { return cpuStart{cpuNow()} }
 func (c cpuStart) report(b *testing.B) {
 	b.ReportMetric(float64(cpuNow()-c.t)/float64(b.N), "cpu-ns/op")
 }
-
