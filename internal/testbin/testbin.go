@@ -175,6 +175,21 @@ func (p *Proc) Kill() {
 	<-p.done
 }
 
+// Wait waits up to limit for the process to end by itself and returns
+// its exit error (nil for status 0). A process still running after limit
+// is killed, and Wait says so.
+func (p *Proc) Wait(limit time.Duration) error {
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	select {
+	case <-p.done:
+		return p.err
+	case <-timer.C:
+		p.Kill()
+		return fmt.Errorf("testbin: %s still running after %v", filepath.Base(p.Cmd.Path), limit)
+	}
+}
+
 // Stop sends SIGTERM and waits up to limit for the process to end; it
 // returns the exit error (nil for status 0). A process that does not end
 // in time is killed, and Stop says so.

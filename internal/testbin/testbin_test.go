@@ -102,6 +102,27 @@ func TestKill(t *testing.T) {
 	}
 }
 
+func TestWait(t *testing.T) {
+	cmd := child("quit")
+	// "quit" exits without the line; a ready function that takes its first
+	// line lets Wait see the exit.
+	p, err := Start(cmd, 30*time.Second, func(string) (bool, error) { return true, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ee *exec.ExitError
+	if err := p.Wait(10 * time.Second); !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("Wait: %v, want exit status 3", err)
+	}
+	p, err = Start(child("serve"), 30*time.Second, listening)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(100 * time.Millisecond); err == nil || !p.Exited() {
+		t.Fatalf("Wait on a process that does not end: %v (exited %v)", err, p.Exited())
+	}
+}
+
 func TestStartFailures(t *testing.T) {
 	bad := errors.New("bad line")
 	for _, tc := range []struct {
