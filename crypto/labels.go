@@ -21,9 +21,8 @@ const (
 	// KDF info strings of PQXDH and the Double Ratchet (PROTOCOL.md §3, §4).
 	// labelPQXDH follows the PQXDH specification's form
 	// info_curve_hash_pqkem.
-	labelPQXDH          = "Sotto-v1_CURVE25519_SHA-256_ML-KEM-768"
-	labelRatchetRoot    = "sotto/v1 ratchet root"
-	labelRatchetMessage = "sotto/v1 ratchet message keys"
+	labelPQXDH       = "Sotto-v1_CURVE25519_SHA-256_ML-KEM-768"
+	labelRatchetRoot = "sotto/v1 ratchet root"
 )
 
 // Labels of sealed sender, multi-recipient messages, sender keys, safety

@@ -15,13 +15,9 @@ import (
 // keySize is the length of root, chain and message keys.
 const keySize = 32
 
-// Sizes of the AEAD that encrypts ratchet messages: AES-256-GCM with a key
-// and nonce derived from each message key (PROTOCOL.md §4.1).
-const (
-	aeadKeySize   = 32
-	aeadNonceSize = 12
-	aeadTagSize   = 16
-)
+// aeadTagSize is the tag size of the AEAD that encrypts ratchet messages:
+// AES-256-GCM keyed with each message key (PROTOCOL.md §4.1).
+const aeadTagSize = 16
 
 // rootKey is the secret that each DH ratchet step mixes a Diffie-Hellman
 // output into. It must be kept secret.
@@ -84,21 +80,18 @@ func (ck chainKey) next() (messageKey, chainKey) {
 	return mk, nk
 }
 
-// aead expands the message key into an AES-256-GCM key and nonce. It
-// implements PROTOCOL.md §4.1 (message keys):
+// aead returns AES-256-GCM keyed with the message key itself. It
+// implements PROTOCOL.md §4.1 (encryption):
 //
-//	aead key || nonce = HKDF-Expand-SHA-256(PRK = message key, info = "sotto/v1 ratchet message keys", L = 44)
+//	ciphertext = AES-256-GCM(key = message key, nonce = 0^12, plaintext, ad)
 //
-// The message key is already a uniformly random 32-byte key (an HMAC
-// output), so HKDF-Extract is skipped as RFC 5869 §3.3 allows. The nonce
-// is fixed by the key because every message key encrypts one message
-// only.
-func (mk messageKey) aead() (cipher.AEAD, []byte) {
-	out, err := hkdf.Expand(sha256.New, mk.b[:], labelRatchetMessage, aeadKeySize+aeadNonceSize)
-	if err != nil {
-		panic("crypto: HKDF failed: " + err.Error())
-	}
-	block, err := aes.NewCipher(out[:aeadKeySize])
+// The message key is an HMAC output, already a uniformly random 32-byte
+// key, and it encrypts exactly one message, so the nonce can be fixed, as
+// in the envelopes (§5, §6). (An earlier draft expanded the key and nonce
+// from the message key with HKDF-Expand: that cost about as much as the
+// rest of a message together and added nothing.)
+func (mk messageKey) aead() cipher.AEAD {
+	block, err := aes.NewCipher(mk.b[:])
 	if err != nil {
 		panic("crypto: AES key setup failed: " + err.Error())
 	}
@@ -106,20 +99,17 @@ func (mk messageKey) aead() (cipher.AEAD, []byte) {
 	if err != nil {
 		panic("crypto: GCM setup failed: " + err.Error())
 	}
-	clear(out[:aeadKeySize])
-	return gcm, out[aeadKeySize:]
+	return gcm
 }
 
 // seal encrypts plaintext under the message key, appending to dst.
 func (mk messageKey) seal(dst, plaintext, ad []byte) []byte {
-	gcm, nonce := mk.aead()
-	return gcm.Seal(dst, nonce, plaintext, ad)
+	return mk.aead().Seal(dst, zeroNonce[:], plaintext, ad)
 }
 
 // open decrypts and authenticates a ciphertext under the message key.
 func (mk messageKey) open(ciphertext, ad []byte) ([]byte, error) {
-	gcm, nonce := mk.aead()
-	pt, err := gcm.Open(nil, nonce, ciphertext, ad)
+	pt, err := mk.aead().Open(nil, zeroNonce[:], ciphertext, ad)
 	if err != nil {
 		return nil, ErrDecrypt
 	}
