@@ -117,6 +117,10 @@ type Options struct {
 	// Logf, when set, receives Pebble's error messages (informational ones
 	// are dropped).
 	Logf func(format string, args ...any)
+
+	// idemFilterKeys overrides minIdemFilterKeys (tests: a small filter
+	// that must grow).
+	idemFilterKeys int
 }
 
 // DB is the Pebble-backed queue and device store. It is safe for concurrent
@@ -143,6 +147,8 @@ type DB struct {
 	// counters caches queue counters as committed (applied), so that a Put
 	// does not read them back from the LSM; it is dropped if a batch fails.
 	counters map[store.QueueID]counters
+	// idem holds every idempotency key, and more (see idemFilter).
+	idem *idemFilter
 }
 
 // maxCachedCounters bounds the counter cache; it is emptied when full.
@@ -232,6 +238,13 @@ func Open(dir string, opts Options) (*DB, error) {
 		counters: make(map[store.QueueID]counters),
 	}
 	if d.lastBodyID, err = d.recoverLastBodyID(); err != nil {
+		pdb.Close()
+		return nil, err
+	}
+	if opts.idemFilterKeys <= 0 {
+		opts.idemFilterKeys = minIdemFilterKeys
+	}
+	if d.idem, err = d.buildIdemFilter(opts.idemFilterKeys); err != nil {
 		pdb.Close()
 		return nil, err
 	}
@@ -375,6 +388,15 @@ type pending struct {
 }
 
 func (d *DB) newPending() *pending {
+	if d.idem.outgrown() {
+		// Every earlier batch is applied: the database holds every key.
+		// If the scan fails, the old filter is still right, only fuller.
+		if f, err := d.buildIdemFilter(2 * d.idem.capacity); err == nil {
+			d.idem = f
+		} else if d.opts.Logf != nil {
+			d.opts.Logf("pebblestore: %v", err)
+		}
+	}
 	return &pending{w: &writer{
 		d:        d,
 		b:        d.pdb.NewIndexedBatch(),
@@ -419,6 +441,16 @@ func (d *DB) flush(p *pending) bool {
 		b.Close()
 		d.syncq <- &group{reqs: p.reqs}
 		return true
+	case d.failure() != nil:
+		// A write failed after these requests were applied to the batch
+		// (the previous batch's sync): Pebble's log is broken, and
+		// writing to it again can panic (a memtable rotation closes the
+		// failed log). Refuse the batch as if its write had failed.
+		err := d.failure()
+		d.applied(w, err)
+		b.Close()
+		answer(p.reqs, err)
+		return false
 	case !p.durable:
 		err := wrapErr("apply", d.pdb.Apply(b, pebble.NoSync))
 		d.applied(w, err)
@@ -535,6 +567,7 @@ func (w *writer) get(k []byte) ([]byte, bool, error) {
 func (w *writer) set(k, v []byte) {
 	if k[0] == tIdem {
 		w.idem[string(k)] = true
+		w.d.idem.add(k)
 	}
 	_ = w.b.Set(k, v, nil)
 }
@@ -550,10 +583,14 @@ func (w *writer) del(k []byte) {
 // already applied to the database (visible, if perhaps not yet synced), so
 // the database plus this batch's own writes is the whole truth; a plain
 // database read is much cheaper than one through the indexed batch, and
-// this lookup is made for every entry of every Put.
+// this lookup is made for every entry of every Put. The filter (d.idem)
+// answers most of them, the new message IDs, without a read at all.
 func (w *writer) hasIdem(k []byte) (bool, error) {
 	if set, ok := w.idem[string(k)]; ok {
 		return set, nil
+	}
+	if !w.d.idem.mayContain(k) {
+		return false, nil
 	}
 	_, c, err := w.d.pdb.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
