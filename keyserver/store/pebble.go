@@ -83,11 +83,15 @@ const DefaultCacheSize = 128 << 20
 // or already deleted.
 type DB struct {
 	// db is the open database; nil while a reopen after a storage
-	// failure fails. Every call holds swap for reading while it uses db;
-	// a recovery holds it for writing to replace db (see recover.go).
-	db      *pebble.DB
-	swap    sync.RWMutex
-	rec     recovery
+	// failure fails. It is replaced only while no call is active (see
+	// enter and recover.go).
+	db *pebble.DB
+	// swap guards db, draining and the start of calls; active counts the
+	// calls in progress.
+	swap     sync.RWMutex
+	draining bool // a recovery waits for the active calls to end
+	active   atomic.Int64
+	rec      recovery
 	closed  atomic.Bool
 	stripes [lockStripes]stripe
 	// handleMu serialises handle changes across accounts; taken after an
@@ -237,6 +241,9 @@ func (s *DB) Close() error {
 	if s.db == nil {
 		return nil
 	}
+	// Calls started before Close are let finish (for a while: one stuck
+	// in a failed database must not hold Close forever).
+	s.waitIdle(closeWait)
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store: close: %w", err)
 	}
@@ -389,28 +396,28 @@ func (s *DB) account(id crypto.AccountID) (*Account, error) {
 	return decodeAccount(id, v)
 }
 
-// enter starts a call: it holds s.swap for reading until leave, so that
-// s.db is not replaced under it. It fails if the store is closed or has no
-// database open.
+// enter starts a call: until leave, s.db is not replaced. It fails if the
+// store is closed, has no database open, or is about to replace it.
 func (s *DB) enter(ctx context.Context) error {
-	s.swap.RLock()
-	switch {
-	case s.closed.Load():
-		s.swap.RUnlock()
-		return ErrClosed
-	case s.db == nil:
-		s.swap.RUnlock()
-		return fmt.Errorf("store: reopening after a storage failure: %w", ErrUnavailable)
-	}
 	if err := ctx.Err(); err != nil {
-		s.swap.RUnlock()
 		return err
 	}
+	// A read lock suffices: draining and db change under the write lock,
+	// so no call can start after a recovery has begun to drain.
+	s.swap.RLock()
+	defer s.swap.RUnlock()
+	switch {
+	case s.closed.Load():
+		return ErrClosed
+	case s.db == nil || s.draining:
+		return fmt.Errorf("store: reopening after a storage failure: %w", ErrUnavailable)
+	}
+	s.active.Add(1)
 	return nil
 }
 
 // leave ends a call started by enter.
-func (s *DB) leave() { s.swap.RUnlock() }
+func (s *DB) leave() { s.active.Add(-1) }
 
 // CreateAccount implements [Store].
 func (s *DB) CreateAccount(ctx context.Context, a *Account, device crypto.DeviceID, keys DeviceKeys) error {

@@ -155,11 +155,39 @@ func (s *DB) runRecovery() {
 	}
 }
 
+// Bounds on waiting for the calls in progress to end.
+const (
+	// drainWait bounds a recovery's wait. A call can be stuck for good in
+	// a failed database (a Pebble commit that failed before its WAL write
+	// leaves the later commits of that moment waiting forever): the
+	// recovery then gives up this attempt, lets calls in again (reads
+	// still work, writes are refused) and tries later.
+	drainWait = 5 * time.Second
+	// closeWait bounds Close's wait.
+	closeWait = 10 * time.Second
+)
+
+// waitIdle waits up to max for the active calls to end and reports
+// whether they did. New calls must be kept out meanwhile.
+func (s *DB) waitIdle(max time.Duration) bool {
+	deadline := time.Now().Add(max)
+	for s.active.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
 // reopen makes one recovery attempt.
 func (s *DB) reopen() error {
-	s.swap.RLock()
+	s.swap.Lock()
 	open := s.db != nil
-	s.swap.RUnlock()
+	s.swap.Unlock()
+	if open && s.rec.failed.Load() == nil {
+		return nil // healthy: a wakeup from a call that failed before the last recovery
+	}
 	if open {
 		// Keep the failed database (and its reads) until the disk takes
 		// a synced write again.
@@ -167,8 +195,18 @@ func (s *DB) reopen() error {
 			return err
 		}
 	}
+	// Keep new calls out (they fail with ErrUnavailable) and wait for
+	// those in progress.
+	s.swap.Lock()
+	s.draining = true
+	s.swap.Unlock()
+	idle := s.waitIdle(drainWait)
 	s.swap.Lock()
 	defer s.swap.Unlock()
+	s.draining = false
+	if !idle {
+		return fmt.Errorf("store: %d calls still in progress in the failed database", s.active.Load())
+	}
 	if s.closed.Load() {
 		return nil
 	}
