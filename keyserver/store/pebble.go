@@ -92,8 +92,8 @@ type DB struct {
 	draining bool // a recovery waits for the active calls to end
 	active   atomic.Int64
 	rec      recovery
-	closed  atomic.Bool
-	stripes [lockStripes]stripe
+	closed   atomic.Bool
+	stripes  [lockStripes]stripe
 	// handleMu serialises handle changes across accounts; taken after an
 	// account stripe, never before.
 	handleMu sync.Mutex
