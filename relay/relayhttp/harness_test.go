@@ -89,7 +89,10 @@ type env struct {
 type envOptions struct {
 	cfg   server.Config
 	store pebblestore.Options
-	blobs int64 // max blob size (default 1 MiB)
+	// unordered hides the store's store.OrderedPutter from the server,
+	// as a store without it would.
+	unordered bool
+	blobs     int64 // max blob size (default 1 MiB)
 	quota int64 // per-account blob quota (default 4 MiB)
 }
 
@@ -119,7 +122,11 @@ func newEnv(t *testing.T, o envOptions) *env {
 	auth := server.TokenAuthenticator{Verifier: token.NewVerifier(token.KeysOf(e.signer.Public()), "sotto-test", "relay")}
 	o.cfg.Now = e.clock.Now
 	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	e.srv, err = server.New(o.cfg, db, db, e.blobs, e.direct, auth, logger, nil)
+	var queues store.Queues = db
+	if o.unordered {
+		queues = struct{ store.Queues }{db}
+	}
+	e.srv, err = server.New(o.cfg, queues, db, e.blobs, e.direct, auth, logger, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -215,6 +215,26 @@ func TestPipelinedSendsStoredInOrder(t *testing.T) {
 	}
 }
 
+// TestPipelinedSendsWithoutOrderedStore checks the fallback for a store
+// without store.OrderedPutter: pipelined sends are all stored, once each
+// (in no guaranteed order).
+func TestPipelinedSendsWithoutOrderedStore(t *testing.T) {
+	e := newEnv(t, envOptions{unordered: true})
+	bob := store.QueueID{Account: e.account(1), Device: 1}
+	key := [32]byte{6}
+	e.setAccessKey(bob, key)
+	const n = 300
+	allOK(t, "sealed", pipeline(t, e.dialSend(), numbered("s", n, func(b string) *wire.Send { return sealedMsg(bob, key, b) })))
+	bodies := receiveAll(t, e.dial(bob), n)
+	seen := map[string]bool{}
+	for _, b := range bodies {
+		if seen[b] {
+			t.Fatalf("%s delivered twice", b)
+		}
+		seen[b] = true
+	}
+}
+
 // TestSendSocketIsSendOnly checks what the anonymous socket refuses: a
 // Send without the sealed flag (401, the connection stays open), a bad
 // access key (401), an Ack (1008), and an Authorization header at the
