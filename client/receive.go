@@ -5,14 +5,43 @@ import (
 	"errors"
 
 	"github.com/sotto-im/sotto/client/internal/content"
+	"github.com/sotto-im/sotto/client/store"
 	"github.com/sotto-im/sotto/crypto"
 )
 
-// handleDelivery processes one message from the relay. It returns an error
-// only for a local failure (the store), in which case the message must not
-// be acknowledged; anything wrong with the message itself is logged and the
-// message dropped, so that a hostile sender cannot wedge the queue.
+// handleDelivery processes one message from the relay and emits its
+// events. It returns an error only for a local failure (the store), in
+// which case the message must not be acknowledged; anything wrong with the
+// message itself is logged and the message dropped, so that a hostile
+// sender cannot wedge the queue. Its writes are durable when it returns
+// unless ctx came from store.Deferred (then the caller syncs).
 func (c *Client) handleDelivery(ctx context.Context, relayID [16]byte, header, body []byte, ephemeral bool) error {
+	evs, err := c.receive(ctx, relayID, header, body, ephemeral)
+	if err != nil {
+		return err
+	}
+	for _, ev := range evs {
+		c.emit(ev)
+	}
+	return nil
+}
+
+// sync makes the writes made under a store.Deferred context durable: one
+// Sync of the store, or nothing for a store that does not implement
+// store.Syncer (its writes are durable on return). Callers sync before
+// anything leaves the device that depends on those writes: an Ack to the
+// relay, a ciphertext from an advanced session.
+func (c *Client) sync(ctx context.Context) error {
+	s, ok := c.st.(store.Syncer)
+	if !ok {
+		return nil
+	}
+	return wrap("sync store", s.Sync(ctx))
+}
+
+// receive is handleDelivery without the emitting: it returns the events
+// for the caller to emit once the writes are durable.
+func (c *Client) receive(ctx context.Context, relayID [16]byte, header, body []byte, ephemeral bool) ([]Event, error) {
 	var (
 		cert  *crypto.SenderCertificate
 		inner []byte
@@ -26,12 +55,12 @@ func (c *Client) handleDelivery(ctx context.Context, relayID [16]byte, header, b
 	}
 	if err != nil {
 		c.log.Debug("client: dropping envelope that does not open", "err", err)
-		return nil
+		return nil, nil
 	}
 	sender := cert.Sender
 	own := sender.Account == c.id.account
 	if own && sender.Device == c.id.device {
-		return nil
+		return nil, nil
 	}
 	// Check that the device belongs to the sender's verified device list
 	// before decrypting anything (network calls happen here, outside the
@@ -41,14 +70,14 @@ func (c *Client) handleDelivery(ctx context.Context, relayID [16]byte, header, b
 		contact, err = c.trustedSender(ctx, sender, cert.Identity)
 		if err != nil {
 			c.log.Debug("client: dropping message from an unverified device", "sender", sender.String(), "err", err)
-			return nil
+			return nil, nil
 		}
 		if contact.Blocked {
-			return nil
+			return nil, nil
 		}
 	} else if !c.ownDeviceKnown(ctx, sender, cert.Identity) {
 		c.log.Debug("client: dropping message from an unknown own device", "device", sender.Device)
-		return nil
+		return nil, nil
 	}
 
 	var evs []Event
@@ -67,16 +96,16 @@ func (c *Client) handleDelivery(ctx context.Context, relayID [16]byte, header, b
 	if err != nil {
 		c.cryptoMu.Unlock()
 		if errors.Is(err, crypto.ErrDuplicateMessage) {
-			return nil
+			return nil, nil
 		}
 		if isLocal(err) {
-			return err
+			return nil, err
 		}
 		c.log.Debug("client: message does not decrypt; asking for a resend", "sender", sender.String(), "err", err)
 		if !ephemeral && !group {
 			c.requestResend(ctx, sender, relayID)
 		}
-		return nil
+		return nil, nil
 	}
 	pt, err := crypto.Unpad(padded)
 	var m *content.Message
@@ -92,16 +121,16 @@ func (c *Client) handleDelivery(ctx context.Context, relayID [16]byte, header, b
 		// and it is not mistaken for a duplicate.
 		if seen, serr := c.st.Seen(ctx, sender.Account, m.ID); serr != nil {
 			c.cryptoMu.Unlock()
-			return wrap("seen", serr)
+			return nil, wrap("seen", serr)
 		} else if !seen {
 			evs, err = c.apply(ctx, sender, contact, m, ephemeral)
 			if err != nil && isLocal(err) {
 				c.cryptoMu.Unlock()
-				return err
+				return nil, err
 			}
 			if _, serr := c.st.MarkSeen(ctx, sender.Account, m.ID, c.now()); serr != nil {
 				c.cryptoMu.Unlock()
-				return wrap("mark seen", serr)
+				return nil, wrap("mark seen", serr)
 			}
 		}
 	}
@@ -119,12 +148,9 @@ func (c *Client) handleDelivery(ctx context.Context, relayID [16]byte, header, b
 	}
 	c.cryptoMu.Unlock()
 	if cerr != nil {
-		return cerr
+		return nil, cerr
 	}
-	for _, ev := range evs {
-		c.emit(ev)
-	}
-	return nil
+	return evs, nil
 }
 
 // groupKinds are the kinds sent to a group as multi-recipient messages.

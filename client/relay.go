@@ -13,15 +13,20 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/sotto-im/sotto/client/store"
 	"github.com/sotto-im/sotto/crypto"
 	"github.com/sotto-im/sotto/relay/wire"
 )
 
-// The relay connection. One goroutine (runRelay) owns the WebSocket: it
-// reads frames and handles each Deliver in order — open, decrypt, store,
-// then Ack — so the relay deletes a message only after the client has
-// persisted it. Sends go over HTTP POST /v1/messages, so a slow send never
-// holds up receiving.
+// The relay connection. One goroutine (runRelay) owns the WebSocket. A
+// reader goroutine reads frames into a buffer while runRelay's goroutine
+// handles the Delivers in batches: every Deliver already read (up to the
+// relay's window) is opened, decrypted and stored in order under a
+// store.Deferred context, then one Sync makes the batch durable, then the
+// Acks go out back to back and the events are emitted. The relay deletes a
+// message only after the client has persisted it, and a device pays one
+// disk flush per batch instead of several per message. Sends go over HTTP
+// POST /v1/messages, so a slow send never holds up receiving.
 
 // runRelay keeps a connection to the relay, reconnecting with exponential
 // backoff and jitter.
@@ -75,37 +80,70 @@ func (c *Client) connectOnce(ctx context.Context) (bool, error) {
 	case c.kick <- struct{}{}:
 	default:
 	}
+	frames := make(chan inFrame, frameBuffer)
+	rctx, stop := context.WithCancel(ctx)
+	readerDone := make(chan struct{})
+	go readFrames(rctx, ws, frames, readerDone)
+	defer func() {
+		stop() // fails the reader's Read, which closes the connection
+		<-readerDone
+	}()
+	var next *inFrame // a frame read while gathering a batch, handled next
 	for {
-		typ, frame, err := ws.Read(ctx)
-		if err != nil {
-			return true, err
+		var f inFrame
+		if next != nil {
+			f, next = *next, nil
+		} else {
+			select {
+			case f = <-frames:
+			case <-ctx.Done():
+				return true, ctx.Err()
+			}
 		}
-		if typ != websocket.MessageBinary {
-			continue
+		if f.err != nil {
+			return true, f.err
 		}
-		ft, err := wire.TypeOf(frame)
+		ft, err := wire.TypeOf(f.data)
 		if err != nil {
 			return true, err
 		}
 		switch ft {
 		case wire.FrameDeliver:
-			d, err := wire.ParseDeliver(frame)
+			d, err := wire.ParseDeliver(f.data)
 			if err != nil {
 				return true, err
 			}
-			if err := c.handleDelivery(ctx, d.ID, d.Header, d.Body, false); err != nil {
-				// A local failure (the store): do not acknowledge; the
-				// relay delivers again on the next connection.
-				return true, err
+			// Take every Deliver already read, so that one Sync covers
+			// them all. Another frame ends the batch and is handled after
+			// it, so frames keep their order.
+			batch := []*wire.Deliver{d}
+		gather:
+			for len(batch) < maxReceiveBatch {
+				select {
+				case g := <-frames:
+					if g.err == nil {
+						if t, _ := wire.TypeOf(g.data); t == wire.FrameDeliver {
+							if d, err := wire.ParseDeliver(g.data); err == nil {
+								batch = append(batch, d)
+								continue
+							}
+						}
+					}
+					next = &g
+					break gather
+				default:
+					break gather
+				}
 			}
-			ack := (&wire.Ack{Cursor: d.Cursor}).Marshal()
-			if err := ws.Write(ctx, websocket.MessageBinary, ack); err != nil {
+			if err := c.receiveBatch(ctx, ws, batch); err != nil {
+				// A local failure (the store): what is not acknowledged
+				// is delivered again on the next connection.
 				return true, err
 			}
 		case wire.FrameDrained:
 			c.emit(ConnectionEvent{State: Drained})
 		case wire.FrameEphemeral:
-			e, err := wire.ParseEphemeral(frame)
+			e, err := wire.ParseEphemeral(f.data)
 			if err != nil {
 				return true, err
 			}
@@ -114,6 +152,95 @@ func (c *Client) connectOnce(ctx context.Context) (bool, error) {
 			// Unknown frame types are skipped (relay/wire: forward compatibility).
 		}
 	}
+}
+
+const (
+	// maxReceiveBatch bounds the Delivers handled under one Sync: the
+	// relay's window (relay/server Config.Window, 64 by default), so a
+	// batch can hold everything the relay has in flight.
+	maxReceiveBatch = 64
+	// frameBuffer is how many frames the reader may read ahead of the
+	// batches: a full window of Delivers plus ephemeral frames and the
+	// Drained marker. Beyond it the reader waits (and TCP pushes back).
+	frameBuffer = 2 * maxReceiveBatch
+)
+
+// inFrame is what the reader passes on: a binary frame, or the error that
+// ended the reading.
+type inFrame struct {
+	data []byte
+	err  error
+}
+
+// readFrames reads binary frames into out until Read fails (which it does
+// once ctx ends: the library then closes the connection), passes the error
+// on unless ctx ended, and closes done.
+func readFrames(ctx context.Context, ws *websocket.Conn, out chan<- inFrame, done chan<- struct{}) {
+	defer close(done)
+	for {
+		typ, data, err := ws.Read(ctx)
+		if err != nil {
+			select {
+			case out <- inFrame{err: err}:
+			case <-ctx.Done():
+			}
+			return
+		}
+		if typ != websocket.MessageBinary {
+			continue
+		}
+		select {
+		case out <- inFrame{data: data}:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// receiveBatch handles Delivers in order under a store.Deferred context,
+// syncs the store once, acknowledges them, then emits their events. It
+// acknowledges nothing before the Sync. On a local failure it stops at the
+// failing message: the ones before it are acknowledged if the Sync
+// succeeds (their writes are then durable), the rest are delivered again on
+// the next connection, where MarkSeen (or the ratchet, which has consumed
+// their keys) keeps them from being stored twice. The events of the
+// messages handled are emitted even then: those messages are in the
+// history the app reads.
+func (c *Client) receiveBatch(ctx context.Context, ws *websocket.Conn, batch []*wire.Deliver) error {
+	dctx := store.Deferred(ctx)
+	var (
+		evs    []Event
+		done   int
+		failed error
+	)
+	for _, d := range batch {
+		e, err := c.receive(dctx, d.ID, d.Header, d.Body, false)
+		if err != nil {
+			failed = err
+			break
+		}
+		evs = append(evs, e...)
+		done++
+	}
+	defer func() {
+		for _, ev := range evs {
+			c.emit(ev)
+		}
+	}()
+	if done == 0 {
+		return failed
+	}
+	if err := c.sync(ctx); err != nil {
+		return err
+	}
+	for _, d := range batch[:done] {
+		// Back to back: the relay frees a window slot per Ack as it
+		// arrives.
+		if err := ws.Write(ctx, websocket.MessageBinary, (&wire.Ack{Cursor: d.Cursor}).Marshal()); err != nil {
+			return err
+		}
+	}
+	return failed
 }
 
 // postSend sends a Send frame over HTTP. Sealed sends carry no token.
