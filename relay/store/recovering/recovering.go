@@ -127,11 +127,34 @@ type DB struct {
 	attempts   atomic.Int64
 }
 
-// generation is one opened store and the calls using it, which its closing
-// waits for.
+// generation is one opened store and the number of calls using it, which
+// its closing waits for.
 type generation struct {
 	st    Store
-	calls sync.WaitGroup
+	calls atomic.Int64
+}
+
+// Bounds on waiting for a generation's calls to end.
+const (
+	// drainWait bounds a recovery's wait; if a call is stuck in the
+	// failed store, the recovery puts the failed store back (its reads
+	// still work), and tries again later.
+	drainWait = 5 * time.Second
+	// closeWait bounds Close's wait.
+	closeWait = 10 * time.Second
+)
+
+// idle waits up to max for g's calls to end and reports whether they did.
+// g must no longer be current, so that no call starts on it meanwhile.
+func (g *generation) idle(max time.Duration) bool {
+	deadline := time.Now().Add(max)
+	for g.calls.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
 }
 
 var (
@@ -226,7 +249,7 @@ func (d *DB) acquire() (*generation, error) {
 // store has failed.
 func (d *DB) release(g *generation, err error) {
 	failed := err != nil && g.st.Failed() != nil
-	g.calls.Done()
+	g.calls.Add(-1)
 	if failed {
 		d.notify()
 	}
@@ -300,7 +323,7 @@ func (d *DB) Close() error {
 	if g == nil {
 		return nil
 	}
-	g.calls.Wait()
+	g.idle(closeWait)
 	return g.st.Close()
 }
 
@@ -365,7 +388,18 @@ func (d *DB) attempt() error {
 		d.mu.Lock()
 		d.cur = nil
 		d.mu.Unlock()
-		g.calls.Wait()
+		if !g.idle(drainWait) {
+			d.mu.Lock()
+			closed := d.closed
+			if !closed {
+				d.cur = g
+			}
+			d.mu.Unlock()
+			if closed {
+				g.st.Close()
+			}
+			return fmt.Errorf("recovering: %d calls still in progress in the failed store", g.calls.Load())
+		}
 		if err := g.st.Close(); err != nil {
 			// Expected: closing reports the failure that failed the store.
 			d.log.Debug("closing the failed relay store", "err", err)
@@ -458,7 +492,7 @@ func (d *DB) StartPut(ctx context.Context, body []byte, entries []store.Entry) f
 	wait := op.StartPut(ctx, body, entries)
 	// The submission has its place; the store answers it even if it is
 	// closed before wait is called.
-	g.calls.Done()
+	g.calls.Add(-1)
 	return func() ([]store.PutResult, error) {
 		res, err := wait()
 		if err != nil && g.st.Failed() != nil {
