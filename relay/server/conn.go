@@ -146,6 +146,7 @@ func (s *Server) accept(wc Conn, q store.QueueID, sendOnly bool) error {
 		live:     make(chan *store.Message, liveQueueLen),
 		acks:     make(chan store.Cursor, 8),
 		out:      make(chan []byte, outQueueLen),
+		sends:    make(chan struct{}, wire.MaxSendsInFlight),
 		closed:   make(chan struct{}),
 	}
 	c.wakePrio.Store(-1)
@@ -331,7 +332,6 @@ func (c *conn) run() {
 	// allocation per read.)
 	ctx, cancel := context.WithCancel(context.Background())
 	c.ctx = ctx
-	c.sends = make(chan struct{}, wire.MaxSendsInFlight)
 	kind := "delivery"
 	unsubscribe := func() {}
 	if c.sendOnly {
