@@ -64,6 +64,7 @@ const ProbeFile = "RECOVERY-PROBE"
 const (
 	DefaultMinBackoff = time.Second
 	DefaultMaxBackoff = 5 * time.Second
+	DefaultDrainWait  = 5 * time.Second
 )
 
 // Store is the store DB manages: the relay's queue and device stores in
@@ -100,6 +101,11 @@ type Options struct {
 	// which doubles from one to the other (defaults DefaultMinBackoff,
 	// DefaultMaxBackoff).
 	MinBackoff, MaxBackoff time.Duration
+	// DrainWait bounds how long a recovery waits for the calls in
+	// progress in the failed store before it closes it (default
+	// DefaultDrainWait). If one is stuck, the recovery puts the failed
+	// store back (its reads still work) and tries again later.
+	DrainWait time.Duration
 	// Logger receives a line when the store fails, on each failed attempt
 	// and on recovery; nil discards them.
 	Logger *slog.Logger
@@ -134,15 +140,8 @@ type generation struct {
 	calls atomic.Int64
 }
 
-// Bounds on waiting for a generation's calls to end.
-const (
-	// drainWait bounds a recovery's wait; if a call is stuck in the
-	// failed store, the recovery puts the failed store back (its reads
-	// still work), and tries again later.
-	drainWait = 5 * time.Second
-	// closeWait bounds Close's wait.
-	closeWait = 10 * time.Second
-)
+// closeWait bounds Close's wait for the calls in progress.
+const closeWait = 10 * time.Second
 
 // idle waits up to max for g's calls to end and reports whether they did.
 // g must no longer be current, so that no call starts on it meanwhile.
@@ -178,6 +177,9 @@ func Open(opts Options) (*DB, error) {
 	}
 	if opts.Probe == nil {
 		opts.Probe = defaultProbe
+	}
+	if opts.DrainWait <= 0 {
+		opts.DrainWait = DefaultDrainWait
 	}
 	d := &DB{opts: opts, log: opts.Logger, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	if d.log == nil {
@@ -388,7 +390,7 @@ func (d *DB) attempt() error {
 		d.mu.Lock()
 		d.cur = nil
 		d.mu.Unlock()
-		if !g.idle(drainWait) {
+		if !g.idle(d.opts.DrainWait) {
 			d.mu.Lock()
 			closed := d.closed
 			if !closed {

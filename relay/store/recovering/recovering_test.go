@@ -321,3 +321,104 @@ func TestStartPutDuringRecovery(t *testing.T) {
 		t.Fatalf("StartPut after Close: %v", err)
 	}
 }
+
+// stuckStore is a real pebblestore whose Fetch can be made to hang, as a
+// call stuck in a failed database would.
+type stuckStore struct {
+	*pebblestore.DB
+	hang chan struct{} // Fetch waits for it to close while armed
+	arm  *atomic.Bool
+}
+
+func (s stuckStore) Fetch(ctx context.Context, q store.QueueID, after store.Cursor, limit int) ([]store.Message, error) {
+	if s.arm.Load() {
+		<-s.hang
+	}
+	return s.DB.Fetch(ctx, q, after, limit)
+}
+
+// TestStuckCallDelaysRecovery: a call that does not return keeps the
+// failed store from being closed; the recovery gives up after DrainWait,
+// puts the failed store back (reads work, writes are refused), and
+// recovers once the call has returned.
+func TestStuckCallDelaysRecovery(t *testing.T) {
+	mem := vfs.NewMem()
+	f := &fault{match: walOrProbe, err: errorfs.ErrInjected}
+	fs := errorfs.Wrap(mem, f)
+	hang := make(chan struct{})
+	var arm atomic.Bool
+	d, err := recovering.Open(recovering.Options{
+		Dir: "db",
+		FS:  fs,
+		Open: func() (recovering.Store, error) {
+			db, err := pebblestore.Open("db", pebblestore.Options{FS: fs, Logf: func(string, ...any) {}})
+			if err != nil {
+				return nil, err
+			}
+			return stuckStore{DB: db, hang: hang, arm: &arm}, nil
+		},
+		MinBackoff: 10 * time.Millisecond,
+		MaxBackoff: 20 * time.Millisecond,
+		DrainWait:  50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	q := storetest.Q(1, 1)
+	entry := func(n int) []store.Entry {
+		return []store.Entry{{Queue: q, ID: storetest.MsgID(n), Expires: time.Now().Add(time.Hour)}}
+	}
+	if _, err := d.Put(ctx, []byte("a"), entry(1)); err != nil {
+		t.Fatal(err)
+	}
+	arm.Store(true)
+	stuck := make(chan error, 1)
+	go func() {
+		_, err := d.Fetch(ctx, q, store.Cursor{}, 1)
+		stuck <- err
+	}()
+	f.on.Store(true)
+	if _, err := d.Put(ctx, []byte("b"), entry(2)); err == nil {
+		t.Fatal("Put succeeded on a failing WAL")
+	}
+	f.on.Store(false)
+	arm.Store(false)
+	// Several attempts give up while the Fetch hangs; between them the
+	// failed store is back: reads work, writes are refused.
+	time.Sleep(300 * time.Millisecond)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, rerr := d.Fetch(ctx, q, store.Cursor{}, 1)
+		if rerr == nil {
+			break
+		}
+		if !errors.Is(rerr, recovering.ErrUnavailable) || time.Now().After(deadline) {
+			t.Fatalf("reads with a call stuck in the failed store: %v", rerr)
+		}
+		time.Sleep(5 * time.Millisecond) // caught a drain in progress
+	}
+	for {
+		err := d.Failed()
+		if errors.Is(err, pebblestore.ErrFailed) {
+			break
+		}
+		if !errors.Is(err, recovering.ErrUnavailable) || time.Now().After(deadline) {
+			t.Fatalf("Failed() with a call stuck in the failed store = %v, want the store's failure", err)
+		}
+		time.Sleep(5 * time.Millisecond) // caught a drain in progress
+	}
+	close(hang)
+	if err := <-stuck; err != nil {
+		t.Fatalf("the stuck Fetch: %v", err)
+	}
+	for d.Failed() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("not recovered after the stuck call returned: %v", d.Failed())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := d.Put(ctx, []byte("c"), entry(3)); err != nil {
+		t.Fatal(err)
+	}
+}
