@@ -91,16 +91,16 @@ func TestKeepalive(t *testing.T) {
 // TestSendSocketIdle checks that the anonymous send socket is closed (1000)
 // once it has sent nothing for SendIdleTimeout, and not while it sends.
 func TestSendSocketIdle(t *testing.T) {
-	const idle = 300 * time.Millisecond
+	const idle = 500 * time.Millisecond
 	e := newEnv(t, envOptions{cfg: server.Config{PingInterval: 20 * time.Millisecond, PongTimeout: 10 * time.Second, SendIdleTimeout: idle}})
 	bob := store.QueueID{Account: e.account(1), Device: 1}
 	key := [32]byte{4}
 	e.setAccessKey(bob, key)
 	d := e.dialSend()
-	// Busy for three idle timeouts: stays open.
-	for start := time.Now(); time.Since(start) < 3*idle; {
+	// Busy for two idle timeouts: stays open.
+	for start := time.Now(); time.Since(start) < 2*idle; {
 		allOK(t, "busy", pipeline(t, d, []*wire.Send{sealedMsg(bob, key, "x")}))
-		time.Sleep(idle / 5)
+		time.Sleep(idle / 10)
 	}
 	opened := time.Now()
 	if code := d.closeStatus(); code != websocket.StatusNormalClosure {

@@ -361,13 +361,18 @@ func TestSendFloodIsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
-	during := settle()
-	if extra := during - before; extra > wire.MaxSendsInFlight+16 {
-		t.Fatalf("%d goroutines more with %d sends written and the store stalled; want at most about %d", extra, flood, wire.MaxSendsInFlight)
+	// The reader takes sends until every slot is used...
+	for deadline := time.Now().Add(10 * time.Second); runtime.NumGoroutine()-before < wire.MaxSendsInFlight; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d goroutines more: the sends were not pipelined", runtime.NumGoroutine()-before)
+		}
 	}
-	if extra := during - before; extra < wire.MaxSendsInFlight/2 {
-		t.Fatalf("only %d goroutines more: the sends were not pipelined", extra)
+	// ...and then no more: it stops reading.
+	for range 30 {
+		if extra := runtime.NumGoroutine() - before; extra > wire.MaxSendsInFlight+16 {
+			t.Fatalf("%d goroutines more with %d sends written and the store stalled; want at most about %d", extra, flood, wire.MaxSendsInFlight)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	d.quiet(100 * time.Millisecond) // nothing answered before it is durable
 
