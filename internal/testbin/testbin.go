@@ -179,15 +179,7 @@ func (p *Proc) Kill() {
 // its exit error (nil for status 0). A process still running after limit
 // is killed, and Wait says so.
 func (p *Proc) Wait(limit time.Duration) error {
-	timer := time.NewTimer(limit)
-	defer timer.Stop()
-	select {
-	case <-p.done:
-		return p.err
-	case <-timer.C:
-		p.Kill()
-		return fmt.Errorf("testbin: %s still running after %v", filepath.Base(p.Cmd.Path), limit)
-	}
+	return p.wait(limit, "still running")
 }
 
 // Stop sends SIGTERM and waits up to limit for the process to end; it
@@ -200,6 +192,12 @@ func (p *Proc) Stop(limit time.Duration) error {
 	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("testbin: %w", err)
 	}
+	return p.wait(limit, "did not stop on SIGTERM")
+}
+
+// wait waits up to limit for the process to end, then kills it and says
+// it was late.
+func (p *Proc) wait(limit time.Duration, late string) error {
 	timer := time.NewTimer(limit)
 	defer timer.Stop()
 	select {
@@ -207,6 +205,6 @@ func (p *Proc) Stop(limit time.Duration) error {
 		return p.err
 	case <-timer.C:
 		p.Kill()
-		return fmt.Errorf("testbin: %s did not stop within %v of SIGTERM", filepath.Base(p.Cmd.Path), limit)
+		return fmt.Errorf("testbin: %s %s after %v", filepath.Base(p.Cmd.Path), late, limit)
 	}
 }
