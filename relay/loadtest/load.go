@@ -25,9 +25,10 @@ type Options struct {
 	URL     string
 	Fixture Fixture
 	// Devices receive: accounts [0, Devices) connect and acknowledge every
-	// message at once. Senders send: accounts [Devices, Devices+Senders)
-	// each keep up to InFlight sends unanswered, every send sealed (with
-	// the recipient's access key) to a random receiving device.
+	// message at once. Senders send: Senders anonymous send sockets
+	// (/v1/relay/ws/send) each keep up to InFlight sends unanswered, every
+	// send sealed (with the recipient's access key) to a random receiving
+	// device.
 	Devices, Senders, InFlight int
 	// Rate is the total sends per second; 0 sends as fast as the window
 	// allows.
@@ -86,6 +87,25 @@ func dial(ctx context.Context, baseURL string, f Fixture, i int) (*websocket.Con
 	return c, nil
 }
 
+// dialSenders opens n anonymous send-only connections, as clients send
+// sealed messages: no token, so nothing ties them to an account.
+func dialSenders(ctx context.Context, baseURL string, n int) ([]*websocket.Conn, error) {
+	conns := make([]*websocket.Conn, n)
+	for i := range n {
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(baseURL, "http")+"/v1/relay/ws/send",
+			&websocket.DialOptions{Subprotocols: []string{wire.Subprotocol}, CompressionMode: websocket.CompressionDisabled})
+		if err != nil {
+			for _, c := range conns[:i] {
+				c.CloseNow()
+			}
+			return nil, fmt.Errorf("loadtest: dial send socket %d: %w", i, err)
+		}
+		c.SetReadLimit(wire.MaxFrameSize)
+		conns[i] = c
+	}
+	return conns, nil
+}
+
 // dialAll opens n connections for accounts [first, first+n), 64 at a time.
 func dialAll(ctx context.Context, baseURL string, f Fixture, first, n int) ([]*websocket.Conn, error) {
 	conns := make([]*websocket.Conn, n)
@@ -127,7 +147,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	senders, err := dialAll(ctx, o.URL, o.Fixture, o.Devices, o.Senders)
+	senders, err := dialSenders(ctx, o.URL, o.Senders)
 	if err != nil {
 		for _, c := range receivers {
 			c.CloseNow()
@@ -142,7 +162,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	defer stop()
 	var wg sync.WaitGroup
 	lat := make([][]time.Duration, len(receivers))
-	drained := make(chan struct{}, len(receivers)+len(senders))
+	drained := make(chan struct{}, len(receivers))
 
 	// Receivers: acknowledge every Deliver, record its latency.
 	for i, c := range receivers {
@@ -194,8 +214,6 @@ func Run(ctx context.Context, o Options) (Result, error) {
 					return
 				}
 				switch wire.FrameType(f[0]) {
-				case wire.FrameDrained:
-					drained <- struct{}{}
 				case wire.FrameSendResult:
 					r, err := wire.ParseSendResult(f)
 					if err == nil && r.Status != 200 && measuring.Load() {
@@ -256,7 +274,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		}()
 	}
 	// Wait for every connection's Drained marker before sending counts.
-	for range len(receivers) + len(senders) {
+	for range len(receivers) {
 		select {
 		case <-drained:
 		case <-time.After(30 * time.Second):
