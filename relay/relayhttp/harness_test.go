@@ -93,7 +93,7 @@ type envOptions struct {
 	// as a store without it would.
 	unordered bool
 	blobs     int64 // max blob size (default 1 MiB)
-	quota int64 // per-account blob quota (default 4 MiB)
+	quota     int64 // per-account blob quota (default 4 MiB)
 }
 
 func newEnv(t *testing.T, o envOptions) *env {

@@ -470,3 +470,35 @@ func testDuplicates(t *testing.T, e *env) int {
 	}
 	return int(st.Duplicate)
 }
+
+// TestShutdownWithStoreStalled fills the store's request queue from many
+// send sockets while its log cannot be written, so that readers block
+// submitting; the relay must still shut down promptly (closing a
+// connection cancels what it waits for), before the store recovers.
+func TestShutdownWithStoreStalled(t *testing.T) {
+	g := newGate()
+	e := newEnv(t, envOptions{store: pebblestore.Options{FS: errorfs.Wrap(vfs.Default, g)}})
+	t.Cleanup(g.release) // before the store closes
+	bob := store.QueueID{Account: e.account(1), Device: 1}
+	key := [32]byte{2}
+	e.setAccessKey(bob, key)
+	g.shut()
+	// 30 × 64 in flight: more than the store takes while stalled (a batch
+	// of 512 being built, 1,024 queued), so some readers block submitting.
+	const sockets, each = 30, 70
+	for s := range sockets {
+		d := e.dialSend()
+		for i := range each {
+			if err := d.write(sealedMsg(bob, key, fmt.Sprintf("%d-%d", s, i)).Marshal()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := e.srv.Close(ctx); err != nil {
+		t.Fatalf("Close with the store stalled: %v after %v", err, time.Since(start))
+	}
+}

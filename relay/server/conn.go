@@ -149,6 +149,7 @@ func (s *Server) accept(wc Conn, q store.QueueID, sendOnly bool) error {
 		sends:    make(chan struct{}, wire.MaxSendsInFlight),
 		closed:   make(chan struct{}),
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.wakePrio.Store(-1)
 	c.d.lastPrio = -1
 	// A send-only connection has nothing to deliver, ever.
@@ -157,6 +158,7 @@ func (s *Server) accept(wc Conn, q store.QueueID, sendOnly bool) error {
 	s.mu.Lock()
 	if s.mu.closed {
 		s.mu.Unlock()
+		c.cancel()
 		wc.Close(CloseGoingAway, "relay shutting down")
 		return ErrClosed
 	}
@@ -176,7 +178,8 @@ type conn struct {
 	sends    chan struct{} // one token per send being stored (wire.MaxSendsInFlight)
 	lastRead atomic.Int64  // send-only: unix nanoseconds of the last frame read
 
-	ctx      context.Context     // canceled when the connection ends
+	ctx      context.Context // canceled when the connection is closed or ends
+	cancel   context.CancelFunc
 	g        errgroup.Group      // sendLoop, sends being stored, pings
 	wake     chan struct{}       // buffered(1): a Put landed since sendLoop last looked
 	wakePrio atomic.Int32        // highest priority woken since then, -1 none
@@ -270,9 +273,13 @@ func (c *conn) Displace() {
 	c.close(CloseDisplaced, "displaced by a newer connection")
 }
 
-// close closes the WebSocket with code, once; it does not block.
+// close closes the WebSocket with code, once; it does not block. It
+// cancels the connection's context at once, so that a reader blocked
+// submitting a send to a stalled store, and the sends waiting for one,
+// give up: nothing will read their results.
 func (c *conn) close(code CloseCode, reason string) {
 	c.closeOnce.Do(func() {
+		c.cancel()
 		go func() {
 			c.wc.Close(code, reason)
 			close(c.closed)
@@ -326,12 +333,11 @@ func (c *conn) run() {
 	s := c.s
 	defer s.wg.Done()
 	start := time.Now()
-	// The context must exist before Subscribe: from then on a Wake may
-	// start the send loop. (The reader is unblocked by closing the
-	// WebSocket, so its reads need no context, which would cost an
-	// allocation per read.)
-	ctx, cancel := context.WithCancel(context.Background())
-	c.ctx = ctx
+	// The context (made in accept) must exist before Subscribe: from
+	// then on a Wake may start the send loop. (The reader is unblocked by
+	// closing the WebSocket, so its reads need no context, which would
+	// cost an allocation per read.)
+	ctx := c.ctx
 	kind := "delivery"
 	unsubscribe := func() {}
 	if c.sendOnly {
@@ -362,7 +368,7 @@ func (c *conn) run() {
 		c.st.ping.Stop()
 	}
 	c.st.Unlock()
-	cancel()
+	c.cancel()
 	if err := c.g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Debug("relay: connection send loop ended", "err", err)
 	}
