@@ -289,6 +289,7 @@ func TestGroupResendAfterLostSenderKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	bob.waitMessage("three")
+	carol.waitMessage("three")
 	hist, err := bob.c.History(ctx, g.Conversation, time.Time{}, 10)
 	if err != nil {
 		t.Fatal(err)
