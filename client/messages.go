@@ -79,8 +79,8 @@ func (c *Client) Send(ctx context.Context, conv ConversationID, d Draft) (Messag
 	if err := c.enqueue(dctx, conv, cr, m, true); err != nil {
 		return MessageID{}, err
 	}
-	if err := c.syncStore(ctx); err != nil {
-		return MessageID{}, wrap("sync", err)
+	if err := c.sync(ctx); err != nil {
+		return MessageID{}, err
 	}
 	return m.ID, nil
 }

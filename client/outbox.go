@@ -27,6 +27,15 @@ import (
 // so a retry after an answer was lost stores nothing twice. Each attempt
 // encrypts afresh (a ratchet message that was never delivered only leaves
 // a skipped key at the recipient).
+//
+// runOutbox takes the outbox in batches of up to outboxBatch entries, in
+// order: it encrypts a batch with deferred session writes, syncs once, and
+// pipelines the sends (sendBatch; the send socket is in sender.go). Order
+// per recipient holds because the relay stores one connection's sends in
+// frame order and the pipeline stops at the first refusal. One exception:
+// a send refused for a passing reason (5xx, 507) while later sends to the
+// same recipient were already in flight and accepted is stored after
+// them when it is retried.
 
 // outboxRecord is one message waiting to be sent.
 type outboxRecord struct {
@@ -268,19 +277,20 @@ func (c *Client) sendBatch(ctx context.Context, s *sender, batch []outboxEntry) 
 		return err
 	}
 	dctx := deferWrites(ctx)
+	sc := s.cache(c)
 	sends := make([]*wire.Send, 0, n)
 	transcripts := make([]*wire.Send, 0, n)
 	var buildErr error
 	for i := range batch {
 		e := &batch[i]
-		send, err := c.buildSend(dctx, &e.rec, e.m, cert, false)
+		send, err := c.buildSend(dctx, &e.rec, e.m, cert, false, sc)
 		if err != nil {
 			buildErr = err
 			break
 		}
 		var tr *wire.Send
 		if e.rec.Sync {
-			if tr, err = c.buildSend(dctx, &e.rec, e.m, cert, true); err != nil {
+			if tr, err = c.buildSend(dctx, &e.rec, e.m, cert, true, sc); err != nil {
 				buildErr = err
 				break
 			}
@@ -291,8 +301,8 @@ func (c *Client) sendBatch(ctx context.Context, s *sender, batch []outboxEntry) 
 		return buildErr
 	}
 	batch = batch[:len(sends)]
-	if err := c.syncStore(ctx); err != nil {
-		return wrap("sync sessions", err)
+	if err := c.sync(ctx); err != nil {
+		return err
 	}
 
 	var results []*wire.SendResult
@@ -433,7 +443,7 @@ func (c *Client) finalizeBatch(ctx context.Context, accepted []outboxEntry, refu
 			}
 		}
 		// The new statuses are reported once durable.
-		if err := c.syncStore(ctx); err != nil {
+		if err := c.sync(ctx); err != nil {
 			c.log.Debug("client: outbox finalization not synced", "err", err)
 			return
 		}
@@ -481,13 +491,13 @@ func (c *Client) deliver(ctx context.Context, rec *outboxRecord, m *content.Mess
 		return c.deliverTranscript(ctx, rec, m, cert)
 	}
 	for round := 0; ; round++ {
-		send, err := c.buildSend(deferWrites(ctx), rec, m, cert, false)
+		send, err := c.buildSend(deferWrites(ctx), rec, m, cert, false, nil)
 		if err != nil {
 			return err
 		}
 		// The session steps must be durable before the ciphertext leaves.
-		if err := c.syncStore(ctx); err != nil {
-			return wrap("sync sessions", err)
+		if err := c.sync(ctx); err != nil {
+			return err
 		}
 		res, err := c.postSend(ctx, send)
 		if err != nil {
@@ -529,12 +539,12 @@ func (c *Client) deliverTranscript(ctx context.Context, rec *outboxRecord, m *co
 	// identified send: the relay lets an identified sender leave out its
 	// own sending device, which a sealed send cannot.
 	for round := 0; ; round++ {
-		send, err := c.buildSend(deferWrites(ctx), rec, m, cert, true)
+		send, err := c.buildSend(deferWrites(ctx), rec, m, cert, true, nil)
 		if err != nil || send == nil {
 			return err
 		}
-		if err := c.syncStore(ctx); err != nil {
-			return wrap("sync sessions", err)
+		if err := c.sync(ctx); err != nil {
+			return err
 		}
 		res, err := c.postSend(ctx, send)
 		if err != nil {
@@ -555,8 +565,9 @@ func (c *Client) deliverTranscript(ctx context.Context, rec *outboxRecord, m *co
 
 // buildSend builds the relay request: one sealed envelope per device.
 // With own set it builds the transcript for this account's other devices
-// (nil if there are none).
-func (c *Client) buildSend(ctx context.Context, rec *outboxRecord, m *content.Message, cert *crypto.SenderCertificate, own bool) (*wire.Send, error) {
+// (nil if there are none). sc, if not nil, saves repeated work between
+// messages.
+func (c *Client) buildSend(ctx context.Context, rec *outboxRecord, m *content.Message, cert *crypto.SenderCertificate, own bool, sc *sendCache) (*wire.Send, error) {
 	send := &wire.Send{ID: rec.ID, Ephemeral: rec.Ephemeral}
 	if rec.RelayID != ([16]byte{}) {
 		send.ID = rec.RelayID
@@ -575,7 +586,7 @@ func (c *Client) buildSend(ctx context.Context, rec *outboxRecord, m *content.Me
 		c.idMu.Lock()
 		signed := c.id.deviceList
 		c.idMu.Unlock()
-		l, err := crypto.VerifyDeviceList(signed, c.id.account)
+		l, err := sc.deviceList(signed, c.id.account)
 		if err != nil {
 			return nil, wrap("own device list", err)
 		}
@@ -584,7 +595,7 @@ func (c *Client) buildSend(ctx context.Context, rec *outboxRecord, m *content.Me
 			if d.ID == c.id.device {
 				continue
 			}
-			env, err := c.encryptDevice(ctx, crypto.Address{Account: c.id.account, Device: d.ID}, d.Identity, l, crypto.Pad(pt), cert)
+			env, err := c.encryptDevice(ctx, crypto.Address{Account: c.id.account, Device: d.ID}, d.Identity, l, crypto.Pad(pt), cert, sc)
 			if err != nil {
 				return nil, err
 			}
@@ -607,9 +618,11 @@ func (c *Client) buildSend(ctx context.Context, rec *outboxRecord, m *content.Me
 		if err != nil {
 			return nil, err
 		}
-		l, err := r.list()
-		if err != nil {
-			return nil, err
+		var l *crypto.DeviceList
+		if r.DeviceList != nil {
+			if l, err = sc.deviceList(r.DeviceList, r.Account); err != nil {
+				return nil, err
+			}
 		}
 		if l == nil {
 			if l, err = c.refreshDevices(ctx, r); err != nil {
@@ -623,7 +636,7 @@ func (c *Client) buildSend(ctx context.Context, rec *outboxRecord, m *content.Me
 			send.Sealed = false
 		}
 		for _, d := range l.Devices {
-			env, err := c.encryptDevice(ctx, crypto.Address{Account: a, Device: d.ID}, d.Identity, l, padded, cert)
+			env, err := c.encryptDevice(ctx, crypto.Address{Account: a, Device: d.ID}, d.Identity, l, padded, cert, sc)
 			if err != nil {
 				return nil, err
 			}
@@ -636,8 +649,8 @@ func (c *Client) buildSend(ctx context.Context, rec *outboxRecord, m *content.Me
 
 // encryptDevice encrypts for one device, fetching its bundle and starting a
 // session when there is none.
-func (c *Client) encryptDevice(ctx context.Context, addr crypto.Address, ik crypto.IdentityKey, l *crypto.DeviceList, padded []byte, cert *crypto.SenderCertificate) ([]byte, error) {
-	env, err := c.encryptTo(ctx, addr, ik, nil, padded, cert)
+func (c *Client) encryptDevice(ctx context.Context, addr crypto.Address, ik crypto.IdentityKey, l *crypto.DeviceList, padded []byte, cert *crypto.SenderCertificate, sc *sendCache) ([]byte, error) {
+	env, err := c.encryptTo(ctx, addr, ik, nil, padded, cert, sc)
 	if !errors.Is(err, errNeedBundle) {
 		return env, err
 	}
@@ -648,7 +661,7 @@ func (c *Client) encryptDevice(ctx context.Context, addr crypto.Address, ik cryp
 	if err := bundle.VerifyAgainst(l); err != nil {
 		return nil, wrap("bundle of "+addr.String(), err)
 	}
-	return c.encryptTo(ctx, addr, ik, bundle, padded, cert)
+	return c.encryptTo(ctx, addr, ik, bundle, padded, cert, sc)
 }
 
 // refreshNamed refreshes the device lists of the accounts a 409 names.
@@ -706,15 +719,5 @@ func (c *Client) refreshOwnDevices(ctx context.Context) error {
 }
 
 // deferWrites returns a context under which the store's writes need not be
-// durable until the next syncStore.
+// durable until the next c.sync.
 func deferWrites(ctx context.Context) context.Context { return store.Deferred(ctx) }
-
-// syncStore makes every write that returned before it durable.
-//
-// TODO(client-send): c.sync once receive.go has it.
-func (c *Client) syncStore(ctx context.Context) error {
-	if s, ok := c.st.(store.Syncer); ok {
-		return s.Sync(ctx)
-	}
-	return nil
-}

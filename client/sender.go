@@ -10,6 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/sotto-im/sotto/crypto"
 	"github.com/sotto-im/sotto/relay/wire"
 )
 
@@ -33,8 +34,12 @@ import (
 
 const (
 	// sendWindow is how many Send frames may be unanswered on the send
-	// socket (the relay's wire.MaxSendsInFlight).
-	sendWindow = 64
+	// socket.
+	sendWindow = wire.MaxSendsInFlight
+	// sendSocketIdle is how long an unused send socket is kept: less than
+	// the relay's idle timeout (2 minutes by default), so that the client
+	// closes it first rather than race the relay's close with a new batch.
+	sendSocketIdle = time.Minute
 	// sendResultTimeout bounds the wait for the next SendResult (or for a
 	// frame to be written) before the socket is given up as dead.
 	sendResultTimeout = 30 * time.Second
@@ -49,7 +54,68 @@ const (
 // uses it.
 type sender struct {
 	sock      *sendSocket // nil: not connected
+	used      time.Time   // when sock last sent
 	httpUntil time.Time   // before this, the relay has no send socket: use HTTP
+	sc        *sendCache
+}
+
+// cache returns the sender's sendCache, creating it on first use.
+func (s *sender) cache(c *Client) *sendCache {
+	if s.sc == nil {
+		s.sc = &sendCache{lists: make(map[string]*crypto.DeviceList)}
+		if sealer, err := crypto.NewSealer(c.id.ik, 0); err == nil {
+			s.sc.sealer = sealer
+		}
+	}
+	return s.sc
+}
+
+// sendCache holds what the outbox would otherwise recompute for every
+// message: the device lists it has verified (a signature check per list
+// and message was a fifth of the CPU time of a message between two
+// clients) and a crypto.Sealer, which keeps the static Diffie-Hellman
+// output per recipient device. A nil *sendCache computes everything
+// afresh. It is used by one goroutine at a time.
+//
+// The Sealer's cache makes sealing for a recent recipient faster than for
+// a new one; that timing is visible only on this device, which knows whom
+// it sends to anyway.
+type sendCache struct {
+	lists  map[string]*crypto.DeviceList // account ID + signed list -> verified list
+	sealer *crypto.Sealer
+}
+
+// maxCachedLists bounds sendCache.lists; beyond it the map starts afresh.
+const maxCachedLists = 1024
+
+// deviceList returns the verified device list of account from its signed
+// form. A list's verification depends only on its bytes and the account
+// ID, so a cached result is the result. Callers must not modify the list.
+func (sc *sendCache) deviceList(signed []byte, account crypto.AccountID) (*crypto.DeviceList, error) {
+	if sc == nil {
+		return crypto.VerifyDeviceList(signed, account)
+	}
+	key := string(account[:]) + string(signed)
+	if l, ok := sc.lists[key]; ok {
+		return l, nil
+	}
+	l, err := crypto.VerifyDeviceList(signed, account)
+	if err != nil {
+		return nil, err
+	}
+	if len(sc.lists) >= maxCachedLists {
+		clear(sc.lists)
+	}
+	sc.lists[key] = l
+	return l, nil
+}
+
+// seal wraps a ratchet message in a sealed-sender envelope.
+func (sc *sendCache) seal(c *Client, cert *crypto.SenderCertificate, to crypto.IdentityKey, msg []byte) ([]byte, error) {
+	if sc == nil || sc.sealer == nil {
+		return crypto.Seal(c.id.ik, cert, to, msg)
+	}
+	return sc.sealer.Seal(cert, to, msg)
 }
 
 // socket returns an open send socket, dialling one if needed, or nil if
@@ -58,9 +124,13 @@ func (s *sender) socket(ctx context.Context, c *Client) (*sendSocket, error) {
 	if s.sock != nil {
 		select {
 		case <-s.sock.done:
-			s.sock = nil // ended while idle (the relay's idle timeout, a restart)
+			s.sock = nil // ended while idle (a relay restart, its idle timeout)
 		default:
-			return s.sock, nil
+			if time.Since(s.used) < sendSocketIdle {
+				s.used = time.Now()
+				return s.sock, nil
+			}
+			s.drop()
 		}
 	}
 	if c.now().Before(s.httpUntil) {
@@ -75,7 +145,7 @@ func (s *sender) socket(ctx context.Context, c *Client) (*sendSocket, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.sock = sock
+	s.sock, s.used = sock, time.Now()
 	return sock, nil
 }
 
