@@ -25,8 +25,9 @@ import (
 // store.Deferred context, then one Sync makes the batch durable, then the
 // Acks go out back to back and the events are emitted. The relay deletes a
 // message only after the client has persisted it, and a device pays one
-// disk flush per batch instead of several per message. Sends go over HTTP
-// POST /v1/messages, so a slow send never holds up receiving.
+// disk flush per batch instead of several per message. Sends never use this
+// connection (see sender.go and postSend), so a slow send never holds up
+// receiving.
 
 // runRelay keeps a connection to the relay, reconnecting with exponential
 // backoff and jitter.
