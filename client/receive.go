@@ -105,6 +105,9 @@ func (c *Client) receive(ctx context.Context, relayID [16]byte, header, body []b
 		if !ephemeral && !group {
 			c.requestResend(ctx, sender, relayID)
 		}
+		if !ephemeral && group {
+			c.groupDecryptFailed(ctx, sender, relayID, inner)
+		}
 		return nil, nil
 	}
 	pt, err := crypto.Unpad(padded)
