@@ -610,37 +610,16 @@ func (c *Client) groupDecryptFailed(ctx context.Context, sender crypto.Address, 
 // relay ID) if it is still in the history. It runs under cryptoMu (from
 // apply), so the sends are only queued, in that order, in the background.
 func (c *Client) groupResend(ctx context.Context, from crypto.Address, gid GroupID, target [16]byte) {
-	g, err := c.loadGroup(ctx, gid)
-	if err != nil || g.Left || g.role(from.Account) == 0 || from.Account == c.id.account {
+	msgs, text := c.groupResendPlan(ctx, from, gid, target)
+	if msgs == nil {
 		return
 	}
 	conv := groupConversation(gid)
-	var text *content.Message
-	if sm, err := c.getMessage(ctx, conv, target); err == nil {
-		if !sm.Outgoing || (sm.Device != 0 && sm.Device != c.id.device) {
-			return // another device's (or member's) message: not ours to answer
-		}
-		if !sm.Deleted {
-			text = resendContent(target, sm)
-			text.Group = gid
-		}
-	}
-	state := &content.Message{Kind: content.KindGroupUpdate, Group: gid,
-		GroupState: &content.Group{Revision: g.Revision, Name: g.Name, Members: slices.Clone(g.Members)}}
-	var key *content.Message
-	if b, err := c.st.LoadSenderKey(ctx, store.GroupID(gid), c.Address()); err == nil {
-		if sk, err := crypto.ParseSenderKey(b); err == nil && sk.KeyID() == g.KeyID {
-			key = &content.Message{Kind: content.KindSenderKey, Group: gid, SenderKey: sk.Distribution()}
-		}
-	}
 	to := []crypto.AccountID{from.Account}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		for _, m := range []*content.Message{state, key} {
-			if m == nil {
-				continue
-			}
+		for _, m := range msgs {
 			if err := c.sendTo(c.ctx, conv, from.Account, m); err != nil {
 				c.log.Debug("client: group resend not queued", "err", err)
 				return
@@ -655,4 +634,35 @@ func (c *Client) groupResend(ctx context.Context, from crypto.Address, gid Group
 			}
 		}
 	}()
+}
+
+// groupResendPlan decides the answer to a group resend request: nothing
+// (nil) unless the requester is a member of a group this device is in and
+// the message, if this device holds it, is one it sent; else the group
+// state and this device's current sender key (if it has one) to send
+// first, and the message to send again (nil if it is not in the history or
+// was deleted). A non-member learns nothing of the group.
+func (c *Client) groupResendPlan(ctx context.Context, from crypto.Address, gid GroupID, target [16]byte) ([]*content.Message, *content.Message) {
+	g, err := c.loadGroup(ctx, gid)
+	if err != nil || g.Left || g.role(from.Account) == 0 || from.Account == c.id.account {
+		return nil, nil
+	}
+	var text *content.Message
+	if sm, err := c.getMessage(ctx, groupConversation(gid), target); err == nil {
+		if !sm.Outgoing || (sm.Device != 0 && sm.Device != c.id.device) {
+			return nil, nil // another device's (or member's) message: not ours to answer
+		}
+		if !sm.Deleted {
+			text = resendContent(target, sm)
+			text.Group = gid
+		}
+	}
+	msgs := []*content.Message{{Kind: content.KindGroupUpdate, Group: gid,
+		GroupState: &content.Group{Revision: g.Revision, Name: g.Name, Members: slices.Clone(g.Members)}}}
+	if b, err := c.st.LoadSenderKey(ctx, store.GroupID(gid), c.Address()); err == nil {
+		if sk, err := crypto.ParseSenderKey(b); err == nil && sk.KeyID() == g.KeyID {
+			msgs = append(msgs, &content.Message{Kind: content.KindSenderKey, Group: gid, SenderKey: sk.Distribution()})
+		}
+	}
+	return msgs, text
 }
