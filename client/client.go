@@ -163,6 +163,8 @@ type Client struct {
 
 	receipts receipts
 
+	recvCache receiveCache // verified device lists and the Sealer (verified.go)
+
 	finalizing sync.Map      // outbox IDs being finalized (see finalize)
 	finalSem   chan struct{} // bounds the finalizing goroutines
 

@@ -48,11 +48,7 @@ func (c *Client) receive(ctx context.Context, relayID [16]byte, header, body []b
 		err   error
 	)
 	group := len(body) != 0
-	if group {
-		cert, inner, err = crypto.OpenMulti(c.id.ik, header, body, c.opts.TrustRoots, c.now())
-	} else {
-		cert, inner, err = crypto.Open(c.id.ik, header, c.opts.TrustRoots, c.now())
-	}
+	cert, inner, err = c.openSealed(header, body)
 	if err != nil {
 		c.log.Debug("client: dropping envelope that does not open", "err", err)
 		return nil, nil
@@ -190,7 +186,7 @@ func (c *Client) trustedSender(ctx context.Context, sender crypto.Address, ik cr
 	} else if err != nil {
 		return nil, err
 	}
-	l, err := r.list()
+	l, err := c.contactList(r)
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +211,7 @@ func (c *Client) ownDeviceKnown(ctx context.Context, addr crypto.Address, ik cry
 		c.idMu.Lock()
 		signed := c.id.deviceList
 		c.idMu.Unlock()
-		l, err := crypto.VerifyDeviceList(signed, c.id.account)
+		l, err := c.verifiedList(signed, c.id.account)
 		if err != nil {
 			return false
 		}
