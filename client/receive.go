@@ -241,7 +241,7 @@ func (c *Client) decryptLocked(ctx context.Context, sender crypto.Address, sende
 	default:
 		return nil, nil, nil, local(wrap("load session", err))
 	}
-	if sess != nil && sess.RemoteIdentity().Equal(senderIK) {
+	if sess != nil && sess.HasRemoteIdentity(senderIK) {
 		pt, err := sess.Decrypt(msg)
 		if err == nil {
 			return sess, pt, nil, nil
@@ -257,7 +257,7 @@ func (c *Client) decryptLocked(ctx context.Context, sender crypto.Address, sende
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if ns.RemoteAddress() != sender || !ns.RemoteIdentity().Equal(senderIK) {
+	if ns.RemoteAddress() != sender || !ns.HasRemoteIdentity(senderIK) {
 		return nil, nil, nil, crypto.ErrDecrypt
 	}
 	return ns, pt, &used, nil
