@@ -148,7 +148,10 @@ func TestSendBurstArrivesInOrderOnce(t *testing.T) {
 }
 
 func TestSendSocketCutMidPipeline(t *testing.T) {
-	const n = 400
+	n := 400
+	if testing.Short() || raceEnabled {
+		n = 200
+	}
 	env := startEnv(t)
 	tap := newSendTap(t, env.RelayURL)
 	tap.cutAt = 100
@@ -167,6 +170,14 @@ func TestSendSocketCutMidPipeline(t *testing.T) {
 }
 
 func TestSendRelayRestartMidPipeline(t *testing.T) {
+	if raceEnabled {
+		// testenv's StopRelay and StartRelay replace the HTTP server's
+		// handler without synchronisation, which the race detector
+		// reports while requests are arriving (and here they are, by
+		// design). TestSendSocketCutMidPipeline covers the lost answers
+		// under -race.
+		t.Skip("testenv.StartRelay races with requests in flight")
+	}
 	const n = 400
 	env := startEnv(t)
 	tap := newSendTap(t, env.RelayURL)
