@@ -77,6 +77,11 @@ func (c *Client) Send(ctx context.Context, conv ConversationID, d Draft) (Messag
 		return MessageID{}, err
 	}
 	if err := c.enqueue(dctx, conv, cr, m, true); err != nil {
+		// Refused (too large, blocked contact, ...): the message is not
+		// sent, so it must not stay in the history as pending.
+		if derr := c.st.DeleteMessage(ctx, conv, m.ID); derr != nil {
+			c.log.Debug("client: refused message left in history", "err", derr)
+		}
 		return MessageID{}, err
 	}
 	if err := c.sync(ctx); err != nil {

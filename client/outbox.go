@@ -107,7 +107,7 @@ func (c *Client) enqueueRec(ctx context.Context, conv ConversationID, to []crypt
 	if err != nil {
 		return wrap("encode message", err)
 	}
-	if crypto.PaddedSize(len(b)) > maxPlaintext {
+	if !fitsEnvelope(len(b), sync) {
 		return ErrTooLarge
 	}
 	rec := &outboxRecord{V: recordVersion, ID: m.ID, Conv: conv, To: to, Content: b, Track: track, Sync: sync, RelayID: relayID, Group: group}
