@@ -70,7 +70,7 @@ func benchPipelined(b *testing.B, senders int) {
 	elapsed := time.Since(start)
 	cpu := cpuTime() - cpu0
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
-	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/msg")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/msg")
 	b.ReportMetric(cpu.Seconds()/elapsed.Seconds(), "cores")
 }
 
