@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sotto-im/sotto/crypto"
@@ -42,9 +43,18 @@ type Env struct {
 	relayHS *httptest.Server
 	ksHS    *httptest.Server
 	tokKey  ed25519.PublicKey
+	// relayH is what relayHS serves: swapped by StopRelay and StartRelay
+	// while requests are arriving, so it is atomic (the server's own
+	// Config.Handler is read without a lock).
+	relayH atomic.Pointer[http.Handler]
 
 	mu sync.Mutex
 }
+
+// serveRelay serves a request with the current relay handler.
+func (e *Env) serveRelay(w http.ResponseWriter, r *http.Request) { (*e.relayH.Load()).ServeHTTP(w, r) }
+
+func (e *Env) setRelayHandler(h http.Handler) { e.relayH.Store(&h) }
 
 // New starts the servers, with the relay's Pebble data in a new temporary
 // directory (removed by Close).
@@ -101,12 +111,10 @@ func (e *Env) startRelay() error {
 		return err
 	}
 	e.relayDB, e.relay = db, rs
-	h := relayhttp.Handler(rs)
+	e.setRelayHandler(relayhttp.Handler(rs))
 	if e.relayHS == nil {
-		e.relayHS = httptest.NewServer(h)
+		e.relayHS = httptest.NewServer(http.HandlerFunc(e.serveRelay))
 		e.RelayURL = e.relayHS.URL
-	} else {
-		e.relayHS.Config.Handler = h
 	}
 	return nil
 }
@@ -116,9 +124,9 @@ func (e *Env) startRelay() error {
 func (e *Env) StopRelay() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.relayHS.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	e.setRelayHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, `{"error":{"code":"unavailable","message":"relay stopped"}}`, http.StatusServiceUnavailable)
-	})
+	}))
 	e.relayHS.CloseClientConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
