@@ -51,6 +51,12 @@ func newParty(t testing.TB, env *testenv.Env) *party {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startParty(t, c)
+}
+
+// startParty records the events of a running client and closes it at the
+// end of the test.
+func startParty(t testing.TB, c *client.Client) *party {
 	p := &party{t: t, c: c, ev: make(chan client.Event, 1<<16)}
 	go func() {
 		for ev := range c.Events() {
@@ -295,15 +301,7 @@ func newDiskParty(t testing.TB, env *testenv.Env, dir string, create bool) *part
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &party{t: t, c: c, ev: make(chan client.Event, 1<<16)}
-	go func() {
-		for ev := range c.Events() {
-			p.ev <- ev
-		}
-		close(p.ev)
-	}()
-	t.Cleanup(func() { c.Close() })
-	return p
+	return startParty(t, c)
 }
 
 // durable is a memstore that outlives the client: Close leaves the data
@@ -322,15 +320,7 @@ func newPartyWith(t testing.TB, env *testenv.Env, st store.Store, create bool) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &party{t: t, c: c, ev: make(chan client.Event, 1<<16)}
-	go func() {
-		for ev := range c.Events() {
-			p.ev <- ev
-		}
-		close(p.ev)
-	}()
-	t.Cleanup(func() { c.Close() })
-	return p
+	return startParty(t, c)
 }
 
 func TestOfflineRecipientGetsAllInOrder(t *testing.T) {
@@ -556,15 +546,7 @@ func TestDisappearingMessages(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := &party{t: t, c: c, ev: make(chan client.Event, 1<<16)}
-		go func() {
-			for ev := range c.Events() {
-				p.ev <- ev
-			}
-			close(p.ev)
-		}()
-		t.Cleanup(func() { c.Close() })
-		return p
+		return startParty(t, c)
 	}
 	alice, bob := mk(), mk()
 	ab, ba := befriend(t, alice, bob)

@@ -14,19 +14,6 @@ import (
 	"github.com/sotto-im/sotto/client/store/pebblestore"
 )
 
-// startParty starts a client with opts and records its events.
-func startParty(t testing.TB, c *client.Client) *party {
-	p := &party{t: t, c: c, ev: make(chan client.Event, 1<<16)}
-	go func() {
-		for ev := range c.Events() {
-			p.ev <- ev
-		}
-		close(p.ev)
-	}()
-	t.Cleanup(func() { c.Close() })
-	return p
-}
-
 // diskPartyVia creates an account on a disk store whose relay URL is
 // relayURL (a sendTap in front of the test relay, or the relay itself).
 // The store key is wrapped at a test work factor: Create would otherwise
