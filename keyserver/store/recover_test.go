@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -30,7 +31,10 @@ func (f *fullDisk) String() string { return "full disk" }
 
 func testAccount(n int) *store.Account {
 	a := &store.Account{Version: 1, Devices: []store.Device{{ID: 1}}, DeviceList: []byte("list")}
-	a.ID[0], a.ID[1] = byte(n>>8), byte(n)
+	// Four bytes: the writers of TestRecoversAfterFullDisk create tens of
+	// thousands of accounts a second on a fast machine, and two bytes
+	// wrapped around into ErrExists.
+	binary.BigEndian.PutUint32(a.ID[:4], uint32(n))
 	return a
 }
 
