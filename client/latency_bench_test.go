@@ -26,15 +26,8 @@ func BenchmarkClientLatency(b *testing.B) {
 }
 
 func benchLatency(b *testing.B, rate int) {
-	env := startEnv(b)
-	alice := diskPartyVia(b, env, env.RelayURL)
-	bob := diskPartyVia(b, env, env.RelayURL)
-	ab, _ := befriend(b, alice, bob)
+	alice, bob, ab := warmDiskPair(b)
 	ctx := context.Background()
-	if _, err := alice.c.Send(ctx, ab, client.Text("warm-up")); err != nil {
-		b.Fatal(err)
-	}
-	bob.waitMessage("warm-up")
 	// Send times in Unix nanoseconds; atomic because the sending goroutine
 	// and this one are ordered only through the network, which the race
 	// detector does not see.

@@ -26,15 +26,8 @@ func BenchmarkClientToClientPipelined(b *testing.B) {
 }
 
 func benchPipelined(b *testing.B, senders int) {
-	env := startEnv(b)
-	alice := diskPartyVia(b, env, env.RelayURL)
-	bob := diskPartyVia(b, env, env.RelayURL)
-	ab, _ := befriend(b, alice, bob)
+	alice, bob, ab := warmDiskPair(b)
 	ctx := context.Background()
-	if _, err := alice.c.Send(ctx, ab, client.Text("warm-up")); err != nil {
-		b.Fatal(err)
-	}
-	bob.waitMessage("warm-up")
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0 := cpuTime()
@@ -81,4 +74,19 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// warmDiskPair starts alice and bob on disk stores through the in-process
+// relay, befriends them and sends one message, so that a benchmark starts
+// with sessions and connections in place.
+func warmDiskPair(b *testing.B) (alice, bob *party, ab client.ConversationID) {
+	env := startEnv(b)
+	alice = diskPartyVia(b, env, env.RelayURL)
+	bob = diskPartyVia(b, env, env.RelayURL)
+	ab, _ = befriend(b, alice, bob)
+	if _, err := alice.c.Send(context.Background(), ab, client.Text("warm-up")); err != nil {
+		b.Fatal(err)
+	}
+	bob.waitMessage("warm-up")
+	return alice, bob, ab
 }
