@@ -334,20 +334,6 @@ func accountDeletionMessage(id AccountID, challenge []byte) []byte {
 	return append(id[:], challenge...)
 }
 
-// x25519 computes a Diffie-Hellman shared secret and rejects the all-zero
-// output that small-order peer points produce.
-func x25519(priv *ecdh.PrivateKey, peer *ecdh.PublicKey) ([]byte, error) {
-	if priv == nil || peer == nil {
-		return nil, ErrInvalidKey
-	}
-	out, err := priv.ECDH(peer)
-	if err != nil {
-		// crypto/ecdh returns an error exactly for the all-zero output.
-		return nil, ErrInvalidKey
-	}
-	return out, nil
-}
-
 // checkEd25519Public accepts a canonical encoding of a point that is not of
 // small order.
 func checkEd25519Public(b []byte) error {

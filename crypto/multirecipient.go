@@ -99,17 +99,18 @@ func sealMultiWith(sender *IdentityPrivateKey, staticDH func(*ecdh.PublicKey) ([
 	if _, err := rand.Read(m[:]); err != nil {
 		return nil, nil, fmt.Errorf("crypto: multi-recipient: %w", err)
 	}
-	e, err := ecdh.X25519().GenerateKey(rand.Reader)
+	e, err := newEphemeral()
 	if err != nil {
 		return nil, nil, fmt.Errorf("crypto: multi-recipient: %w", err)
 	}
+	defer e.forget()
 	return sealMulti(m[:], e, sender, staticDH, cert, recipients, content)
 }
 
 // sealMulti implements PROTOCOL.md §6 with a given message key and
 // ephemeral key.
-func sealMulti(m []byte, e *ecdh.PrivateKey, sender *IdentityPrivateKey, staticDH func(*ecdh.PublicKey) ([]byte, error), cert *SenderCertificate, recipients []MultiRecipient, content []byte) ([]byte, []RecipientHeader, error) {
-	ephPub := e.PublicKey().Bytes()
+func sealMulti(m []byte, e *ephemeralKey, sender *IdentityPrivateKey, staticDH func(*ecdh.PublicKey) ([]byte, error), cert *SenderCertificate, recipients []MultiRecipient, content []byte) ([]byte, []RecipientHeader, error) {
+	ephPub := e.public()
 	bodyKey, commitment := multiBodyKeys(m, ephPub)
 	body := make([]byte, 0, MultiBodyOverhead+len(cert.raw)+len(content))
 	body = append(body, multiVersion)
@@ -127,7 +128,7 @@ func sealMulti(m []byte, e *ecdh.PrivateKey, sender *IdentityPrivateKey, staticD
 	headers := make([]RecipientHeader, len(recipients))
 	for i, r := range recipients {
 		recipientX := r.Identity.X25519().Bytes()
-		dh1, err := x25519(e, r.Identity.X25519())
+		dh1, err := e.dh(r.Identity.X25519())
 		if err != nil {
 			return nil, nil, fmt.Errorf("crypto: multi-recipient: key of %s: %w", r.Address, err)
 		}

@@ -5,7 +5,6 @@ import (
 	"crypto/cipher"
 	"crypto/ecdh"
 	"crypto/hkdf"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -99,10 +98,11 @@ func Seal(sender *IdentityPrivateKey, cert *SenderCertificate, recipient Identit
 	if err := checkSealArgs(sender, cert, recipient, content); err != nil {
 		return nil, err
 	}
-	e, err := ecdh.X25519().GenerateKey(rand.Reader)
+	e, err := newEphemeral()
 	if err != nil {
 		return nil, fmt.Errorf("crypto: sealed sender: %w", err)
 	}
+	defer e.forget()
 	return sealEnvelope(e, sender, cert, recipient, content)
 }
 
@@ -121,7 +121,7 @@ func checkSealArgs(sender *IdentityPrivateKey, cert *SenderCertificate, recipien
 }
 
 // sealEnvelope implements PROTOCOL.md §5.2 with a given ephemeral key.
-func sealEnvelope(e *ecdh.PrivateKey, sender *IdentityPrivateKey, cert *SenderCertificate, recipient IdentityKey, content []byte) ([]byte, error) {
+func sealEnvelope(e *ephemeralKey, sender *IdentityPrivateKey, cert *SenderCertificate, recipient IdentityKey, content []byte) ([]byte, error) {
 	dh2, err := sender.dh(recipient.X25519())
 	if err != nil {
 		return nil, fmt.Errorf("crypto: sealed sender: recipient key: %w", err)
@@ -133,12 +133,12 @@ func sealEnvelope(e *ecdh.PrivateKey, sender *IdentityPrivateKey, cert *SenderCe
 // sealEnvelopeStatic is sealEnvelope with the static-static
 // Diffie-Hellman output dh2 = DH(sender, recipient) already computed
 // (by the caller or a [Sealer]'s cache).
-func sealEnvelopeStatic(e *ecdh.PrivateKey, sender *IdentityPrivateKey, dh2 []byte, cert *SenderCertificate, recipient IdentityKey, content []byte) ([]byte, error) {
-	ephPub := e.PublicKey().Bytes()
+func sealEnvelopeStatic(e *ephemeralKey, sender *IdentityPrivateKey, dh2 []byte, cert *SenderCertificate, recipient IdentityKey, content []byte) ([]byte, error) {
+	ephPub := e.public()
 	recipientX := recipient.X25519().Bytes()
 
 	// Layer 1: ephemeral-static, hides the sender's identity key.
-	dh1, err := x25519(e, recipient.X25519())
+	dh1, err := e.dh(recipient.X25519())
 	if err != nil {
 		return nil, fmt.Errorf("crypto: sealed sender: recipient key: %w", err)
 	}

@@ -3,7 +3,6 @@ package crypto
 import (
 	"bytes"
 	"crypto/ecdh"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"sync"
@@ -81,15 +80,16 @@ func (s *Sealer) Seal(cert *SenderCertificate, recipient IdentityKey, content []
 	if err := checkSealArgs(s.ik, cert, recipient, content); err != nil {
 		return nil, err
 	}
-	e, err := ecdh.X25519().GenerateKey(rand.Reader)
+	e, err := newEphemeral()
 	if err != nil {
 		return nil, fmt.Errorf("crypto: sealed sender: %w", err)
 	}
+	defer e.forget()
 	return s.sealWith(e, cert, recipient, content)
 }
 
 // sealWith is Seal with a given ephemeral key.
-func (s *Sealer) sealWith(e *ecdh.PrivateKey, cert *SenderCertificate, recipient IdentityKey, content []byte) ([]byte, error) {
+func (s *Sealer) sealWith(e *ephemeralKey, cert *SenderCertificate, recipient IdentityKey, content []byte) ([]byte, error) {
 	dh2, err := s.sealDH(recipient.X25519())
 	if err != nil {
 		return nil, fmt.Errorf("crypto: sealed sender: recipient key: %w", err)

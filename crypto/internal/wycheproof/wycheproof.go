@@ -1,7 +1,8 @@
 // Package wycheproof loads the vendored Project Wycheproof test vectors in
 // crypto/testdata/wycheproof and decides, for each case, whether an
 // implementation must accept it. Its tests run the vectors against the
-// primitives Sotto uses: X25519 (crypto/ecdh), Ed25519 (crypto/ed25519),
+// primitives Sotto uses: X25519 (crypto/ecdh here; the crypto package runs
+// the same file against its CIRCL-backed x25519), Ed25519 (crypto/ed25519),
 // AES-GCM (crypto/cipher), HKDF-SHA256 (crypto/hkdf) and
 // XChaCha20-Poly1305 (golang.org/x/crypto/chacha20poly1305).
 //
@@ -48,7 +49,14 @@ type Case struct {
 // fails the test if the file is missing or malformed.
 func Load(t TB, name string, groups any) *File {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(Dir, name))
+	return LoadFrom(t, Dir, name, groups)
+}
+
+// LoadFrom is Load from the vendored directory at dir, for tests of other
+// packages (the crypto package's own X25519 runs these vectors too).
+func LoadFrom(t TB, dir, name string, groups any) *File {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name))
 	if err != nil {
 		t.Fatalf("wycheproof: %v", err)
 	}
