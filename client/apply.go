@@ -156,6 +156,8 @@ func (c *Client) applyReaction(ctx context.Context, conv ConversationID, who cry
 // advanceStatus moves an outgoing message's status forward; it returns the
 // update event to emit.
 func (c *Client) advanceStatus(ctx context.Context, conv ConversationID, id [16]byte, s Status) (Event, bool) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
 	sm, err := c.getMessage(ctx, conv, id)
 	if err != nil || !sm.Outgoing || sm.Status >= s {
 		return nil, false

@@ -165,6 +165,14 @@ type Client struct {
 
 	recvCache receiveCache // verified device lists and the Sealer (verified.go)
 
+	contacts recordCache[crypto.AccountID, contactRecord] // decoded contact records
+	convs    recordCache[ConversationID, convRecord]      // decoded conversation records
+	outgoing recordCache[msgKey, storedMessage]           // own messages whose status can advance (history.go)
+	// statusMu makes a status change's read and write of a message one
+	// step, so that marking a message sent cannot overwrite the delivered
+	// status of a receipt handled at the same moment.
+	statusMu sync.Mutex
+
 	finalizing sync.Map      // outbox IDs being finalized (see finalize)
 	finalSem   chan struct{} // bounds the finalizing goroutines
 

@@ -84,6 +84,9 @@ type convRecord struct {
 }
 
 func (c *Client) loadContact(ctx context.Context, a crypto.AccountID) (*contactRecord, error) {
+	if r, ok := c.contacts.get(a); ok {
+		return r, nil
+	}
 	b, err := c.st.LoadRecord(ctx, kindContact, a[:])
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, ErrUnknownContact
@@ -95,6 +98,7 @@ func (c *Client) loadContact(ctx context.Context, a crypto.AccountID) (*contactR
 	if err := json.Unmarshal(b, r); err != nil {
 		return nil, wrap("contact record", err)
 	}
+	c.contacts.put(a, r)
 	return r, nil
 }
 
@@ -105,16 +109,21 @@ func (c *Client) saveContact(ctx context.Context, r *contactRecord) error {
 		return err
 	}
 	if err := c.st.StoreRecord(ctx, kindContact, r.Account[:], b); err != nil {
+		c.contacts.forget(r.Account)
 		return wrap("store contact", err)
 	}
+	c.contacts.put(r.Account, r)
 	conv := directConversation(r.Account)
-	if _, err := c.st.LoadRecord(ctx, kindConv, conv[:]); errors.Is(err, store.ErrNotFound) {
+	if _, err := c.loadConv(ctx, conv); errors.Is(err, ErrUnknownConversation) {
 		return c.saveConv(ctx, conv, &convRecord{Peer: r.Account})
 	}
 	return nil
 }
 
 func (c *Client) loadConv(ctx context.Context, id ConversationID) (*convRecord, error) {
+	if r, ok := c.convs.get(id); ok {
+		return r, nil
+	}
 	b, err := c.st.LoadRecord(ctx, kindConv, id[:])
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, ErrUnknownConversation
@@ -126,6 +135,7 @@ func (c *Client) loadConv(ctx context.Context, id ConversationID) (*convRecord, 
 	if err := json.Unmarshal(b, r); err != nil {
 		return nil, wrap("conversation record", err)
 	}
+	c.convs.put(id, r)
 	return r, nil
 }
 
@@ -135,7 +145,12 @@ func (c *Client) saveConv(ctx context.Context, id ConversationID, r *convRecord)
 	if err != nil {
 		return err
 	}
-	return wrap("store conversation", c.st.StoreRecord(ctx, kindConv, id[:], b))
+	if err := c.st.StoreRecord(ctx, kindConv, id[:], b); err != nil {
+		c.convs.forget(id)
+		return wrap("store conversation", err)
+	}
+	c.convs.put(id, r)
+	return nil
 }
 
 // Contacts returns every contact.

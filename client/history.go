@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/sotto-im/sotto/client/store"
@@ -60,10 +62,49 @@ func (c *Client) putMessage(ctx context.Context, conv ConversationID, id [16]byt
 	if err != nil {
 		return err
 	}
-	return wrap("store message", c.st.PutMessage(ctx, store.MessageRecord{Conversation: conv, ID: id, Time: m.Sent, Data: b}))
+	k := msgKey{conv, id}
+	if err := c.st.PutMessage(ctx, store.MessageRecord{Conversation: conv, ID: id, Time: m.Sent, Data: b}); err != nil {
+		c.outgoing.forget(k)
+		return wrap("store message", err)
+	}
+	if m.Outgoing && m.Status < StatusRead {
+		c.outgoing.put(k, m.clone())
+	} else {
+		c.outgoing.forget(k)
+	}
+	return nil
 }
 
+// deleteMessage removes a message from the history.
+func (c *Client) deleteMessage(ctx context.Context, conv ConversationID, id [16]byte) error {
+	err := c.st.DeleteMessage(ctx, conv, id)
+	c.outgoing.forget(msgKey{conv, id})
+	return err
+}
+
+// msgKey names a message of the history (c.outgoing's key).
+type msgKey struct {
+	conv ConversationID
+	id   [16]byte
+}
+
+// clone returns a copy of m that shares nothing m's users modify in place
+// (reactions are edited in the map).
+func (m *storedMessage) clone() *storedMessage {
+	cp := *m
+	cp.Reactions = maps.Clone(m.Reactions)
+	cp.Attachments = slices.Clone(m.Attachments)
+	return &cp
+}
+
+// getMessage reads a message of the history. This device's outgoing
+// messages whose status can still advance come from c.outgoing: each is
+// read back twice after Send, when the relay accepts it and when the
+// recipient's receipt arrives.
 func (c *Client) getMessage(ctx context.Context, conv ConversationID, id [16]byte) (*storedMessage, error) {
+	if m, ok := c.outgoing.get(msgKey{conv, id}); ok {
+		return m.clone(), nil
+	}
 	r, err := c.st.GetMessage(ctx, conv, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, ErrNotFound

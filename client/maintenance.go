@@ -54,7 +54,7 @@ func (c *Client) sweepDisappeared(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	for _, r := range gone {
-		if err := c.st.DeleteMessage(ctx, r.Conversation, r.ID); err != nil {
+		if err := c.deleteMessage(ctx, r.Conversation, r.ID); err != nil {
 			return 0, err
 		}
 		c.emit(UpdateEvent{Message: Message{ID: r.ID, Conversation: r.Conversation}, Removed: true})

@@ -79,7 +79,7 @@ func (c *Client) Send(ctx context.Context, conv ConversationID, d Draft) (Messag
 	if err := c.enqueue(dctx, conv, cr, m, true); err != nil {
 		// Refused (too large, blocked contact, ...): the message is not
 		// sent, so it must not stay in the history as pending.
-		if derr := c.st.DeleteMessage(ctx, conv, m.ID); derr != nil {
+		if derr := c.deleteMessage(ctx, conv, m.ID); derr != nil {
 			c.log.Debug("client: refused message left in history", "err", derr)
 		}
 		return MessageID{}, err
@@ -143,7 +143,7 @@ func (c *Client) Delete(ctx context.Context, conv ConversationID, target Message
 
 // DeleteLocal removes a message from this device's history.
 func (c *Client) DeleteLocal(ctx context.Context, conv ConversationID, id MessageID) error {
-	return wrap("delete message", c.st.DeleteMessage(ctx, conv, id))
+	return wrap("delete message", c.deleteMessage(ctx, conv, id))
 }
 
 // SetTimer sets the conversation's disappearing-message timer (0 turns it

@@ -455,6 +455,8 @@ func (c *Client) finalizeBatch(ctx context.Context, accepted []outboxEntry, refu
 
 // markSent moves an outgoing message's status to Sent, if it is behind.
 func (c *Client) markSent(ctx context.Context, conv ConversationID, id [16]byte) (Message, bool) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
 	sm, err := c.getMessage(ctx, conv, id)
 	if err != nil || !sm.Outgoing || sm.Status >= StatusSent {
 		return Message{}, false

@@ -62,6 +62,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/sotto-im/sotto/client/store"
@@ -173,6 +174,12 @@ func (o *Options) pebbleOptions(fs vfs.FS) *pebble.Options {
 		po.CacheSize = o.CacheSize
 	}
 	po.Logger = pebbleLogger{logf}
+	// Receiving a message looks up keys that are almost never there (its
+	// ID in the seen and message tables); Bloom filters answer those
+	// misses from memory instead of a seek in every sstable level.
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
 	return po
 }
 
