@@ -67,7 +67,7 @@ func (c *Client) putMessage(ctx context.Context, conv ConversationID, id [16]byt
 		c.outgoing.forget(k)
 		return wrap("store message", err)
 	}
-	if m.Outgoing && m.Status < StatusRead {
+	if m.Outgoing && m.Status < StatusDelivered {
 		c.outgoing.put(k, m.clone())
 	} else {
 		c.outgoing.forget(k)
@@ -98,9 +98,10 @@ func (m *storedMessage) clone() *storedMessage {
 }
 
 // getMessage reads a message of the history. This device's outgoing
-// messages whose status can still advance come from c.outgoing: each is
-// read back twice after Send, when the relay accepts it and when the
-// recipient's receipt arrives.
+// messages not yet delivered come from c.outgoing: each is read back
+// twice after Send, when the relay accepts it and when the recipient's
+// delivery receipt arrives (a read receipt, often much later, reads the
+// store).
 func (c *Client) getMessage(ctx context.Context, conv ConversationID, id [16]byte) (*storedMessage, error) {
 	if m, ok := c.outgoing.get(msgKey{conv, id}); ok {
 		return m.clone(), nil

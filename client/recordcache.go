@@ -16,8 +16,8 @@ import "sync"
 // replaced, never modified in place (their fields are byte strings and
 // verified device lists that nobody edits).
 //
-// It holds at most maxCachedRecords entries; when full it starts afresh.
-// The zero value is an empty cache.
+// It holds at most maxCachedRecords entries; when full, an arbitrary one
+// makes room. The zero value is an empty cache.
 type recordCache[K comparable, T any] struct {
 	mu sync.Mutex
 	m  map[K]*T
@@ -42,8 +42,14 @@ func (rc *recordCache[K, T]) put(k K, r *T) {
 	cp := *r
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	if rc.m == nil || len(rc.m) >= maxCachedRecords {
+	if rc.m == nil {
 		rc.m = make(map[K]*T)
+	}
+	if _, ok := rc.m[k]; !ok && len(rc.m) >= maxCachedRecords {
+		for old := range rc.m {
+			delete(rc.m, old)
+			break
+		}
 	}
 	rc.m[k] = &cp
 }

@@ -44,7 +44,7 @@ func (c *Client) encryptTo(ctx context.Context, addr crypto.Address, ik crypto.I
 		if sess, err = crypto.ParseSession(rec); err != nil {
 			return nil, wrap("parse session", err)
 		}
-		if !sess.RemoteIdentity().Equal(ik) {
+		if !sess.HasRemoteIdentity(ik) {
 			// The device's key changed under the same ID: the old session
 			// is useless.
 			return nil, errNeedBundle

@@ -132,7 +132,7 @@ type Attachment struct {
 	BlobID      [16]byte
 	Identity    string   // "AGE-SECRET-KEY-1..."
 	Size        uint64   // plaintext size
-	Digest      [32]byte // SHA-256 of the ciphertext blob
+	Digest      [32]byte // BLAKE2b-256 of the ciphertext blob (PROTOCOL.md §9)
 	ContentType string
 	FileName    string
 }

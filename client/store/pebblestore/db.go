@@ -229,6 +229,7 @@ type DB struct {
 
 	stripes   [stripes]sync.Mutex
 	outboxSeq atomic.Uint64
+	times     timeCache // messages' stored times (timecache.go)
 }
 
 var (

@@ -81,8 +81,11 @@ func (d *DB) PutMessage(ctx context.Context, m store.MessageRecord) error {
 	mu := d.stripe(k.id[0])
 	mu.Lock()
 	defer mu.Unlock()
-	old, err := d.get(k.byID)
-	if err != nil && err != errMissing {
+	var old []byte
+	var err error
+	if ct, ok := d.times.get(k.byID); ok {
+		old = ct[:]
+	} else if old, err = d.get(k.byID); err != nil && err != errMissing {
 		return fmt.Errorf("pebblestore: put message: %w", err)
 	}
 	b := d.db.NewBatch()
@@ -104,8 +107,10 @@ func (d *DB) PutMessage(ctx context.Context, m store.MessageRecord) error {
 		return fmt.Errorf("pebblestore: put message: %w", err)
 	}
 	if err := b.Commit(durable(ctx)); err != nil {
+		d.times.forget(k.byID)
 		return fmt.Errorf("pebblestore: put message: %w", err)
 	}
+	d.times.put(k.byID, t)
 	return nil
 }
 
@@ -161,6 +166,7 @@ func (d *DB) DeleteMessage(ctx context.Context, conv store.ConversationID, id [1
 	mu := d.stripe(k.id[0])
 	mu.Lock()
 	defer mu.Unlock()
+	d.times.forget(k.byID)
 	t, err := d.get(k.byID)
 	if err == errMissing {
 		return nil
