@@ -163,7 +163,7 @@ type Client struct {
 
 	receipts receipts
 
-	recvCache receiveCache // verified device lists and the Sealer (verified.go)
+	caches cryptoCache // verified device lists and the Sealer (verified.go)
 
 	contacts recordCache[crypto.AccountID, contactRecord] // decoded contact records
 	convs    recordCache[ConversationID, convRecord]      // decoded conversation records

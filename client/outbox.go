@@ -277,20 +277,19 @@ func (c *Client) sendBatch(ctx context.Context, s *sender, batch []outboxEntry) 
 		return err
 	}
 	dctx := deferWrites(ctx)
-	sc := s.cache(c)
 	sends := make([]*wire.Send, 0, n)
 	transcripts := make([]*wire.Send, 0, n)
 	var buildErr error
 	for i := range batch {
 		e := &batch[i]
-		send, err := c.buildSend(dctx, &e.rec, e.m, cert, false, sc)
+		send, err := c.buildSend(dctx, &e.rec, e.m, cert, false)
 		if err != nil {
 			buildErr = err
 			break
 		}
 		var tr *wire.Send
 		if e.rec.Sync {
-			if tr, err = c.buildSend(dctx, &e.rec, e.m, cert, true, sc); err != nil {
+			if tr, err = c.buildSend(dctx, &e.rec, e.m, cert, true); err != nil {
 				buildErr = err
 				break
 			}
@@ -493,7 +492,7 @@ func (c *Client) deliver(ctx context.Context, rec *outboxRecord, m *content.Mess
 		return c.deliverTranscript(ctx, rec, m, cert)
 	}
 	for round := 0; ; round++ {
-		send, err := c.buildSend(deferWrites(ctx), rec, m, cert, false, nil)
+		send, err := c.buildSend(deferWrites(ctx), rec, m, cert, false)
 		if err != nil {
 			return err
 		}
@@ -541,7 +540,7 @@ func (c *Client) deliverTranscript(ctx context.Context, rec *outboxRecord, m *co
 	// identified send: the relay lets an identified sender leave out its
 	// own sending device, which a sealed send cannot.
 	for round := 0; ; round++ {
-		send, err := c.buildSend(deferWrites(ctx), rec, m, cert, true, nil)
+		send, err := c.buildSend(deferWrites(ctx), rec, m, cert, true)
 		if err != nil || send == nil {
 			return err
 		}
@@ -567,9 +566,8 @@ func (c *Client) deliverTranscript(ctx context.Context, rec *outboxRecord, m *co
 
 // buildSend builds the relay request: one sealed envelope per device.
 // With own set it builds the transcript for this account's other devices
-// (nil if there are none). sc, if not nil, saves repeated work between
-// messages.
-func (c *Client) buildSend(ctx context.Context, rec *outboxRecord, m *content.Message, cert *crypto.SenderCertificate, own bool, sc *sendCache) (*wire.Send, error) {
+// (nil if there are none).
+func (c *Client) buildSend(ctx context.Context, rec *outboxRecord, m *content.Message, cert *crypto.SenderCertificate, own bool) (*wire.Send, error) {
 	send := &wire.Send{ID: rec.ID, Ephemeral: rec.Ephemeral}
 	if rec.RelayID != ([16]byte{}) {
 		send.ID = rec.RelayID
@@ -588,7 +586,7 @@ func (c *Client) buildSend(ctx context.Context, rec *outboxRecord, m *content.Me
 		c.idMu.Lock()
 		signed := c.id.deviceList
 		c.idMu.Unlock()
-		l, err := sc.deviceList(signed, c.id.account)
+		l, err := c.verifiedList(signed, c.id.account)
 		if err != nil {
 			return nil, wrap("own device list", err)
 		}
@@ -597,7 +595,7 @@ func (c *Client) buildSend(ctx context.Context, rec *outboxRecord, m *content.Me
 			if d.ID == c.id.device {
 				continue
 			}
-			env, err := c.encryptDevice(ctx, crypto.Address{Account: c.id.account, Device: d.ID}, d.Identity, l, crypto.Pad(pt), cert, sc)
+			env, err := c.encryptDevice(ctx, crypto.Address{Account: c.id.account, Device: d.ID}, d.Identity, l, crypto.Pad(pt), cert)
 			if err != nil {
 				return nil, err
 			}
@@ -622,7 +620,7 @@ func (c *Client) buildSend(ctx context.Context, rec *outboxRecord, m *content.Me
 		}
 		var l *crypto.DeviceList
 		if r.DeviceList != nil {
-			if l, err = sc.deviceList(r.DeviceList, r.Account); err != nil {
+			if l, err = c.verifiedList(r.DeviceList, r.Account); err != nil {
 				return nil, err
 			}
 		}
@@ -638,7 +636,7 @@ func (c *Client) buildSend(ctx context.Context, rec *outboxRecord, m *content.Me
 			send.Sealed = false
 		}
 		for _, d := range l.Devices {
-			env, err := c.encryptDevice(ctx, crypto.Address{Account: a, Device: d.ID}, d.Identity, l, padded, cert, sc)
+			env, err := c.encryptDevice(ctx, crypto.Address{Account: a, Device: d.ID}, d.Identity, l, padded, cert)
 			if err != nil {
 				return nil, err
 			}
@@ -651,8 +649,8 @@ func (c *Client) buildSend(ctx context.Context, rec *outboxRecord, m *content.Me
 
 // encryptDevice encrypts for one device, fetching its bundle and starting a
 // session when there is none.
-func (c *Client) encryptDevice(ctx context.Context, addr crypto.Address, ik crypto.IdentityKey, l *crypto.DeviceList, padded []byte, cert *crypto.SenderCertificate, sc *sendCache) ([]byte, error) {
-	env, err := c.encryptTo(ctx, addr, ik, nil, padded, cert, sc)
+func (c *Client) encryptDevice(ctx context.Context, addr crypto.Address, ik crypto.IdentityKey, l *crypto.DeviceList, padded []byte, cert *crypto.SenderCertificate) ([]byte, error) {
+	env, err := c.encryptTo(ctx, addr, ik, nil, padded, cert)
 	if !errors.Is(err, errNeedBundle) {
 		return env, err
 	}
@@ -663,7 +661,7 @@ func (c *Client) encryptDevice(ctx context.Context, addr crypto.Address, ik cryp
 	if err := bundle.VerifyAgainst(l); err != nil {
 		return nil, wrap("bundle of "+addr.String(), err)
 	}
-	return c.encryptTo(ctx, addr, ik, bundle, padded, cert, sc)
+	return c.encryptTo(ctx, addr, ik, bundle, padded, cert)
 }
 
 // refreshNamed refreshes the device lists of the accounts a 409 names.

@@ -10,7 +10,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/sotto-im/sotto/crypto"
 	"github.com/sotto-im/sotto/relay/wire"
 )
 
@@ -56,66 +55,6 @@ type sender struct {
 	sock      *sendSocket // nil: not connected
 	used      time.Time   // when sock last sent
 	httpUntil time.Time   // before this, the relay has no send socket: use HTTP
-	sc        *sendCache
-}
-
-// cache returns the sender's sendCache, creating it on first use.
-func (s *sender) cache(c *Client) *sendCache {
-	if s.sc == nil {
-		s.sc = &sendCache{lists: make(map[string]*crypto.DeviceList)}
-		if sealer, err := crypto.NewSealer(c.id.ik, 0); err == nil {
-			s.sc.sealer = sealer
-		}
-	}
-	return s.sc
-}
-
-// sendCache holds what the outbox would otherwise recompute for every
-// message: the device lists it has verified (a signature check per list
-// and message was a fifth of the CPU time of a message between two
-// clients) and a crypto.Sealer, which keeps the static Diffie-Hellman
-// output per recipient device. A nil *sendCache computes everything
-// afresh. It is used by one goroutine at a time.
-//
-// The Sealer's cache makes sealing for a recent recipient faster than for
-// a new one; that timing is visible only on this device, which knows whom
-// it sends to anyway.
-type sendCache struct {
-	lists  map[string]*crypto.DeviceList // account ID + signed list -> verified list
-	sealer *crypto.Sealer
-}
-
-// maxCachedLists bounds sendCache.lists; beyond it the map starts afresh.
-const maxCachedLists = 1024
-
-// deviceList returns the verified device list of account from its signed
-// form. A list's verification depends only on its bytes and the account
-// ID, so a cached result is the result. Callers must not modify the list.
-func (sc *sendCache) deviceList(signed []byte, account crypto.AccountID) (*crypto.DeviceList, error) {
-	if sc == nil {
-		return crypto.VerifyDeviceList(signed, account)
-	}
-	key := string(account[:]) + string(signed)
-	if l, ok := sc.lists[key]; ok {
-		return l, nil
-	}
-	l, err := crypto.VerifyDeviceList(signed, account)
-	if err != nil {
-		return nil, err
-	}
-	if len(sc.lists) >= maxCachedLists {
-		clear(sc.lists)
-	}
-	sc.lists[key] = l
-	return l, nil
-}
-
-// seal wraps a ratchet message in a sealed-sender envelope.
-func (sc *sendCache) seal(c *Client, cert *crypto.SenderCertificate, to crypto.IdentityKey, msg []byte) ([]byte, error) {
-	if sc == nil || sc.sealer == nil {
-		return crypto.Seal(c.id.ik, cert, to, msg)
-	}
-	return sc.sealer.Seal(cert, to, msg)
 }
 
 // socket returns an open send socket, dialling one if needed, or nil if

@@ -22,8 +22,8 @@ var errNeedBundle = errors.New("client: no session")
 
 // encryptTo encrypts plaintext (already padded) for addr and seals it for
 // the device's identity key. bundle, if non-nil, starts a new session
-// (replacing any existing one). sc may be nil.
-func (c *Client) encryptTo(ctx context.Context, addr crypto.Address, ik crypto.IdentityKey, bundle *crypto.PreKeyBundle, plaintext []byte, cert *crypto.SenderCertificate, sc *sendCache) ([]byte, error) {
+// (replacing any existing one).
+func (c *Client) encryptTo(ctx context.Context, addr crypto.Address, ik crypto.IdentityKey, bundle *crypto.PreKeyBundle, plaintext []byte, cert *crypto.SenderCertificate) ([]byte, error) {
 	c.cryptoMu.Lock()
 	defer c.cryptoMu.Unlock()
 	var sess *crypto.Session
@@ -61,7 +61,7 @@ func (c *Client) encryptTo(ctx context.Context, addr crypto.Address, ik crypto.I
 	if err := c.st.StoreSession(ctx, addr, rec); err != nil {
 		return nil, wrap("store session", err)
 	}
-	env, err := sc.seal(c, cert, ik, msg)
+	env, err := c.seal(cert, ik, msg)
 	if err != nil {
 		return nil, wrap("seal", err)
 	}
