@@ -186,32 +186,86 @@ type outboxEntry struct {
 const outboxBatch = sendWindow
 
 // flushOutbox sends every outbox entry in order, a batch at a time; it
-// stops at the first failure so that messages are accepted in the order
-// they were sent.
+// stops at the first failure so that messages are accepted in order.
+//
+// While one batch is on the wire, the next is encrypted: the relay's
+// answers take about as long as the encryption (a durable write per
+// batch), and the two used to take turns. The next batch is listed
+// without the entries in flight. It is sent only if every entry of the
+// batch before it was accepted; otherwise its ciphertexts are dropped (its
+// sessions have advanced, which costs the recipients a few skipped message
+// keys, as after any refusal) and its entries are encrypted afresh after
+// the failure is handled.
 func (c *Client) flushOutbox(ctx context.Context, s *sender) error {
+	var next *builtBatch
 	for {
-		batch, err := c.nextBatch(ctx, outboxBatch)
-		if err != nil || len(batch) == 0 {
-			return err
+		b := next
+		next = nil
+		if b == nil {
+			batch, err := c.nextBatch(ctx, outboxBatch, nil)
+			if err != nil || len(batch) == 0 {
+				return err
+			}
+			if batch[0].rec.Group {
+				// Group messages (sender keys, one multi-recipient send)
+				// go one at a time.
+				if err := c.sendOne(ctx, &batch[0]); err != nil {
+					return err
+				}
+				continue
+			}
+			if b, err = c.buildBatch(ctx, batch); err != nil {
+				return err
+			}
 		}
-		if err := c.sendBatch(ctx, s, batch); err != nil {
+		prepared := make(chan *builtBatch, 1)
+		go func() { prepared <- c.prepareNext(ctx, b) }()
+		complete, err := c.sendBuilt(ctx, s, b)
+		next = <-prepared
+		if err != nil || !complete {
+			next = nil
+		}
+		if err != nil {
 			return err
 		}
 	}
+}
+
+// prepareNext lists and encrypts the batch after b, whose entries are in
+// flight, or returns nil if there is none to prepare (an empty outbox, a
+// group message first, or a failure: the next turn of flushOutbox lists
+// and builds again and meets the failure itself).
+func (c *Client) prepareNext(ctx context.Context, b *builtBatch) *builtBatch {
+	if b.buildErr != nil {
+		return nil
+	}
+	skip := make(map[[16]byte]bool, len(b.entries))
+	for _, e := range b.entries {
+		skip[e.key] = true
+	}
+	batch, err := c.nextBatch(ctx, outboxBatch, skip)
+	if err != nil || len(batch) == 0 || batch[0].rec.Group {
+		return nil
+	}
+	nb, err := c.buildBatch(ctx, batch)
+	if err != nil {
+		return nil
+	}
+	return nb
 }
 
 // errStopList ends a ListOutbox walk early.
 var errStopList = errors.New("client: enough outbox entries")
 
 // nextBatch returns up to max outbox entries, oldest first, skipping those
-// being finalized; it deletes entries that do not parse.
-func (c *Client) nextBatch(ctx context.Context, max int) ([]outboxEntry, error) {
+// being finalized and those in skip; it deletes entries that do not parse.
+func (c *Client) nextBatch(ctx context.Context, max int, skip map[[16]byte]bool) ([]outboxEntry, error) {
 	var (
 		batch []outboxEntry
 		bad   [][16]byte
 	)
 	err := c.st.ListOutbox(ctx, func(id [16]byte, raw []byte) error {
-		if _, busy := c.finalizing.Load(id); busy {
+		if _, busy := c.finalizing.Load(id); busy || skip[id] {
 			return nil
 		}
 		e := outboxEntry{key: id}
@@ -241,15 +295,65 @@ func (c *Client) nextBatch(ctx context.Context, max int) ([]outboxEntry, error) 
 	return batch, nil
 }
 
-// sendBatch sends a batch of outbox entries, in order, and finalizes those
-// the relay accepted. It returns nil when it made progress without a
-// failure (flushOutbox then takes the next batch).
+// builtBatch is a batch of outbox entries encrypted and made durable,
+// ready to be sent.
+type builtBatch struct {
+	entries     []outboxEntry
+	sends       []*wire.Send
+	transcripts []*wire.Send // nil where the entry has none
+	cert        *crypto.SenderCertificate
+	buildErr    error // why building stopped before the batch's end
+}
+
+// buildBatch encrypts the entries of batch up to the first group message
+// (batch[0] must not be one) one after another with their session writes
+// deferred, and makes the sessions durable with one sync: a ratchet step
+// must be on disk before its ciphertext leaves, otherwise a crash could
+// reuse a message key. An entry that fails to build ends the batch there
+// (buildErr); an error means nothing was built.
+func (c *Client) buildBatch(ctx context.Context, batch []outboxEntry) (*builtBatch, error) {
+	n := 0
+	for n < len(batch) && !batch[n].rec.Group {
+		n++
+	}
+	cert, err := c.senderCert(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b := &builtBatch{cert: cert, sends: make([]*wire.Send, 0, n), transcripts: make([]*wire.Send, 0, n)}
+	dctx := deferWrites(ctx)
+	for i := range batch[:n] {
+		e := &batch[i]
+		send, err := c.buildSend(dctx, &e.rec, e.m, cert, false)
+		if err != nil {
+			b.buildErr = err
+			break
+		}
+		var tr *wire.Send
+		if e.rec.Sync {
+			if tr, err = c.buildSend(dctx, &e.rec, e.m, cert, true); err != nil {
+				b.buildErr = err
+				break
+			}
+		}
+		b.sends, b.transcripts = append(b.sends, send), append(b.transcripts, tr)
+	}
+	if len(b.sends) == 0 {
+		return nil, b.buildErr
+	}
+	b.entries = batch[:len(b.sends)]
+	if err := c.sync(ctx); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// sendBuilt sends a built batch, in order, and finalizes the entries the
+// relay accepted; complete reports that it accepted all of them and the
+// batch was built to its end. It returns a nil error when it made progress
+// without a failure.
 //
-// The entries up to the first group message are encrypted one after
-// another with their session writes deferred, the sessions are made
-// durable with one sync (a ratchet step must be on disk before its
-// ciphertext leaves: otherwise a crash could reuse a message key), and the
-// sends are pipelined (see sender.go). The first refusal stops the
+// The sends are pipelined (see sender.go). The first refusal stops the
 // pipeline; that entry then goes through deliver, the one-at-a-time path
 // with the 409 refresh, the 401 fallback and the permanent refusals, and
 // the entries after it are encrypted afresh in the next batch (the
@@ -257,65 +361,23 @@ func (c *Client) nextBatch(ctx context.Context, max int) ([]outboxEntry, error) 
 // the recipients). A dropped socket or a timeout returns an error: the
 // entries without a 200 are retried after the backoff, and the relay
 // de-duplicates by message ID those whose 200 was lost.
-func (c *Client) sendBatch(ctx context.Context, s *sender, batch []outboxEntry) error {
-	n := 0
-	for n < len(batch) && !batch[n].rec.Group {
-		n++
-	}
-	if n == 0 {
-		// Group messages (sender keys, one multi-recipient send) go one
-		// at a time.
-		return c.sendOne(ctx, &batch[0])
-	}
-	batch = batch[:n]
+func (c *Client) sendBuilt(ctx context.Context, s *sender, b *builtBatch) (complete bool, err error) {
 	sock, err := s.socket(ctx, c)
 	if err != nil {
-		return err
+		return false, err
 	}
-	cert, err := c.senderCert(ctx)
-	if err != nil {
-		return err
-	}
-	dctx := deferWrites(ctx)
-	sends := make([]*wire.Send, 0, n)
-	transcripts := make([]*wire.Send, 0, n)
-	var buildErr error
-	for i := range batch {
-		e := &batch[i]
-		send, err := c.buildSend(dctx, &e.rec, e.m, cert, false)
-		if err != nil {
-			buildErr = err
-			break
-		}
-		var tr *wire.Send
-		if e.rec.Sync {
-			if tr, err = c.buildSend(dctx, &e.rec, e.m, cert, true); err != nil {
-				buildErr = err
-				break
-			}
-		}
-		sends, transcripts = append(sends, send), append(transcripts, tr)
-	}
-	if len(sends) == 0 {
-		return buildErr
-	}
-	batch = batch[:len(sends)]
-	if err := c.sync(ctx); err != nil {
-		return err
-	}
-
 	var results []*wire.SendResult
 	var sendErr error
 	if sock != nil {
-		results, sendErr = sock.pipeline(ctx, sends, func(send *wire.Send) (*wire.SendResult, error) {
+		results, sendErr = sock.pipeline(ctx, b.sends, func(send *wire.Send) (*wire.SendResult, error) {
 			return c.postSend(ctx, send)
 		})
 		if sendErr != nil {
 			s.drop()
 		}
 	} else {
-		results = make([]*wire.SendResult, len(sends))
-		for i, send := range sends {
+		results = make([]*wire.SendResult, len(b.sends))
+		for i, send := range b.sends {
 			r, err := c.postSend(ctx, send)
 			if err != nil {
 				sendErr = err
@@ -329,29 +391,30 @@ func (c *Client) sendBatch(ctx context.Context, s *sender, batch []outboxEntry) 
 
 	// Accepted entries, in order up to the first without a 200: their
 	// transcripts go out (identified, over HTTP), then they are finalized.
+	batch := b.entries
 	k := 0
 	for ; k < len(batch); k++ {
 		if results[k] == nil || results[k].Status != http.StatusOK {
 			break
 		}
-		if tr := transcripts[k]; tr != nil {
-			if err := c.postTranscript(ctx, &batch[k], tr, cert); err != nil {
+		if tr := b.transcripts[k]; tr != nil {
+			if err := c.postTranscript(ctx, &batch[k], tr, b.cert); err != nil {
 				c.finalizeBatch(ctx, batch[:k], nil)
-				return err
+				return false, err
 			}
 		}
 	}
 	c.finalizeBatch(ctx, batch[:k], nil)
 	switch {
 	case k == len(batch):
-		return buildErr
+		return b.buildErr == nil, b.buildErr
 	case results[k] == nil:
 		if sendErr == nil {
 			sendErr = errors.New("client: relay did not answer a send")
 		}
-		return sendErr
+		return false, sendErr
 	default:
-		return c.sendOne(ctx, &batch[k])
+		return false, c.sendOne(ctx, &batch[k])
 	}
 }
 
