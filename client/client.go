@@ -168,6 +168,7 @@ type Client struct {
 	contacts recordCache[crypto.AccountID, contactRecord] // decoded contact records
 	convs    recordCache[ConversationID, convRecord]      // decoded conversation records
 	outgoing recordCache[msgKey, storedMessage]           // own messages whose status can advance (history.go)
+	sessions sessionCache                                 // parsed ratchet sessions, checked out while in use (sessions.go)
 	// statusMu makes a status change's read and write of a message one
 	// step, so that marking a message sent cannot overwrite the delivered
 	// status of a receipt handled at the same moment.

@@ -270,7 +270,7 @@ func (c *Client) refreshDevices(ctx context.Context, r *contactRecord) (*crypto.
 		return nil, err
 	}
 	for _, d := range removed {
-		c.st.DeleteSession(ctx, crypto.Address{Account: r.Account, Device: d})
+		c.deleteSession(ctx, crypto.Address{Account: r.Account, Device: d})
 	}
 	if len(added)+len(removed) > 0 {
 		c.emit(SafetyNumberEvent{Contact: r.Account, Added: added, Removed: removed})

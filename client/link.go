@@ -488,6 +488,6 @@ func (c *Client) RemoveDevice(ctx context.Context, id crypto.DeviceID) error {
 		return wrap("publish device list", err)
 	}
 	c.id.deviceList = signed
-	c.st.DeleteSession(ctx, crypto.Address{Account: c.id.account, Device: id})
+	c.deleteSession(ctx, crypto.Address{Account: c.id.account, Device: id})
 	return c.saveIdentity(ctx)
 }

@@ -230,16 +230,12 @@ func (c *Client) ownDeviceKnown(ctx context.Context, addr crypto.Address, ik cry
 // decryptLocked decrypts without persisting: it returns the advanced (or
 // new) session for commitSession. The caller holds cryptoMu.
 func (c *Client) decryptLocked(ctx context.Context, sender crypto.Address, senderIK crypto.IdentityKey, msg []byte) (*crypto.Session, []byte, *crypto.PreKeysUsed, error) {
-	rec, err := c.st.LoadSession(ctx, sender)
-	var sess *crypto.Session
+	sess, err := c.loadSession(ctx, sender)
 	switch {
 	case err == nil:
-		if sess, err = crypto.ParseSession(rec); err != nil {
-			return nil, nil, nil, local(wrap("parse session", err))
-		}
 	case isNotFound(err):
 	default:
-		return nil, nil, nil, local(wrap("load session", err))
+		return nil, nil, nil, local(err)
 	}
 	if sess != nil && sess.HasRemoteIdentity(senderIK) {
 		pt, err := sess.Decrypt(msg)
@@ -286,7 +282,7 @@ func (c *Client) commitSession(ctx context.Context, addr crypto.Address, sess *c
 // request itself starts a new session from the sender's prekey bundle.
 func (c *Client) requestResend(ctx context.Context, sender crypto.Address, relayID [16]byte) {
 	c.cryptoMu.Lock()
-	c.st.DeleteSession(ctx, sender)
+	c.deleteSession(ctx, sender)
 	c.cryptoMu.Unlock()
 	if sender.Account == c.id.account {
 		return

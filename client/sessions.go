@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"sync"
 
 	"github.com/sotto-im/sotto/client/store"
 	"github.com/sotto-im/sotto/crypto"
@@ -34,16 +35,14 @@ func (c *Client) encryptTo(ctx context.Context, addr crypto.Address, ik crypto.I
 		}
 		sess = s
 	} else {
-		rec, err := c.st.LoadSession(ctx, addr)
+		s, err := c.loadSession(ctx, addr)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, errNeedBundle
 		}
 		if err != nil {
-			return nil, wrap("load session", err)
+			return nil, err
 		}
-		if sess, err = crypto.ParseSession(rec); err != nil {
-			return nil, wrap("parse session", err)
-		}
+		sess = s
 		if !sess.HasRemoteIdentity(ik) {
 			// The device's key changed under the same ID: the old session
 			// is useless.
@@ -54,12 +53,8 @@ func (c *Client) encryptTo(ctx context.Context, addr crypto.Address, ik crypto.I
 	if err != nil {
 		return nil, wrap("encrypt", err)
 	}
-	rec, err := sess.MarshalBinary()
-	if err != nil {
-		return nil, wrap("marshal session", err)
-	}
-	if err := c.st.StoreSession(ctx, addr, rec); err != nil {
-		return nil, wrap("store session", err)
+	if err := c.storeSession(ctx, addr, sess); err != nil {
+		return nil, err
 	}
 	env, err := c.seal(cert, ik, msg)
 	if err != nil {
@@ -68,10 +63,82 @@ func (c *Client) encryptTo(ctx context.Context, addr crypto.Address, ik crypto.I
 	return env, nil
 }
 
+// Parsed sessions are cached (c.sessions): loading one from the store is
+// a Pebble lookup, an XChaCha20-Poly1305 open and a parse, on both sides
+// of every message. A session is checked out of the cache while in use:
+// loadSession takes it out, and only storeSession, once the store holds
+// the new state, puts it back. A session that was changed but not stored
+// (a failed decryption, a store error, a message whose handling stopped
+// before its commit) is therefore never seen again: the next load reads
+// the store, which is what a crash at that point would do too. Callers
+// hold cryptoMu.
+
+// loadSession returns the session with addr, from the cache or the store
+// (store.ErrNotFound if there is none). The caller owns it until
+// storeSession.
+func (c *Client) loadSession(ctx context.Context, addr crypto.Address) (*crypto.Session, error) {
+	if s := c.sessions.take(addr); s != nil {
+		return s, nil
+	}
+	rec, err := c.st.LoadSession(ctx, addr)
+	if err != nil {
+		return nil, wrap("load session", err)
+	}
+	s, err := crypto.ParseSession(rec)
+	if err != nil {
+		return nil, wrap("parse session", err)
+	}
+	return s, nil
+}
+
+// storeSession stores sess as the session with addr and caches it.
 func (c *Client) storeSession(ctx context.Context, addr crypto.Address, sess *crypto.Session) error {
 	rec, err := sess.MarshalBinary()
 	if err != nil {
 		return wrap("marshal session", err)
 	}
-	return wrap("store session", c.st.StoreSession(ctx, addr, rec))
+	if err := c.st.StoreSession(ctx, addr, rec); err != nil {
+		return wrap("store session", err)
+	}
+	c.sessions.put(addr, sess)
+	return nil
+}
+
+// deleteSession deletes the session with addr.
+func (c *Client) deleteSession(ctx context.Context, addr crypto.Address) error {
+	c.sessions.take(addr)
+	return c.st.DeleteSession(ctx, addr)
+}
+
+// sessionCache holds parsed sessions by peer device; see loadSession. It
+// holds at most maxCachedSessions; when full, an arbitrary one makes room.
+type sessionCache struct {
+	mu sync.Mutex
+	m  map[crypto.Address]*crypto.Session
+}
+
+const maxCachedSessions = 1024
+
+// take removes and returns the session cached for addr (nil if none).
+func (sc *sessionCache) take(addr crypto.Address) *crypto.Session {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	s := sc.m[addr]
+	delete(sc.m, addr)
+	return s
+}
+
+func (sc *sessionCache) put(addr crypto.Address, s *crypto.Session) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.m == nil {
+		sc.m = make(map[crypto.Address]*crypto.Session)
+	}
+	if _, ok := sc.m[addr]; !ok && len(sc.m) >= maxCachedSessions {
+		for a := range sc.m {
+			delete(sc.m, a)
+			break
+		}
+	}
+	sc.m[addr] = s
 }
