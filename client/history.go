@@ -4,7 +4,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"maps"
 	"slices"
@@ -58,9 +57,9 @@ func (c *Client) putMessage(ctx context.Context, conv ConversationID, id [16]byt
 		// device already set.)
 		m.Device = c.id.device
 	}
-	b, err := json.Marshal(m)
+	b, err := marshalStored(m)
 	if err != nil {
-		return err
+		return wrap("message record", err)
 	}
 	k := msgKey{conv, id}
 	if err := c.st.PutMessage(ctx, store.MessageRecord{Conversation: conv, ID: id, Time: m.Sent, Data: b}); err != nil {
@@ -114,12 +113,4 @@ func (c *Client) getMessage(ctx context.Context, conv ConversationID, id [16]byt
 		return nil, wrap("load message", err)
 	}
 	return decodeStored(r.Data)
-}
-
-func decodeStored(b []byte) (*storedMessage, error) {
-	m := new(storedMessage)
-	if err := json.Unmarshal(b, m); err != nil {
-		return nil, wrap("message record", err)
-	}
-	return m, nil
 }

@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -111,9 +110,9 @@ func (c *Client) enqueueRec(ctx context.Context, conv ConversationID, to []crypt
 		return ErrTooLarge
 	}
 	rec := &outboxRecord{V: recordVersion, ID: m.ID, Conv: conv, To: to, Content: b, Track: track, Sync: sync, RelayID: relayID, Group: group}
-	raw, err := json.Marshal(rec)
+	raw, err := marshalOutbox(rec)
 	if err != nil {
-		return err
+		return wrap("outbox record", err)
 	}
 	key := m.ID
 	if relayID != ([16]byte{}) {
@@ -269,7 +268,7 @@ func (c *Client) nextBatch(ctx context.Context, max int, skip map[[16]byte]bool)
 			return nil
 		}
 		e := outboxEntry{key: id}
-		if err := json.Unmarshal(raw, &e.rec); err != nil {
+		if err := decodeOutbox(raw, &e.rec); err != nil {
 			bad = append(bad, id)
 			return nil
 		}
