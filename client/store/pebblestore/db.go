@@ -230,6 +230,11 @@ type DB struct {
 	stripes   [stripes]sync.Mutex
 	outboxSeq atomic.Uint64
 	times     timeCache // messages' stored times (timecache.go)
+	outbox    struct {  // the outbox entries' sequence numbers by ID (outbox.go)
+		sync.Mutex
+		seq map[[16]byte]uint64
+	}
+	unseen keySet // seen-table keys known to be absent (outbox.go)
 }
 
 var (
@@ -324,7 +329,7 @@ func Open(dir string, passphrase []byte, opts *Options) (*DB, error) {
 	}
 	d.hasher = newHasher(indexKey)
 	clear(indexKey)
-	if err := d.initOutboxSeq(); err != nil {
+	if err := d.initOutbox(); err != nil {
 		d.Close()
 		return nil, err
 	}
@@ -544,20 +549,36 @@ func (d *DB) iterateEntered(ctx context.Context, what string, lower, upper []byt
 	return nil
 }
 
-// initOutboxSeq sets the outbox sequence after the last entry.
-func (d *DB) initOutboxSeq() error {
+// initOutbox reads the outbox once at open: it sets the outbox sequence
+// after the last entry and fills the in-memory index of entries by ID
+// (outbox.go). An outbox holds the messages not yet accepted by the relay,
+// normally a handful.
+func (d *DB) initOutbox() error {
+	d.outbox.seq = make(map[[16]byte]uint64)
 	lower := []byte{tOutbox}
 	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
 	if err != nil {
-		return fmt.Errorf("pebblestore: outbox sequence: %w", err)
+		return fmt.Errorf("pebblestore: outbox: %w", err)
 	}
 	defer it.Close()
-	if it.Last() {
+	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
 		if len(k) != 9 {
 			return fmt.Errorf("pebblestore: outbox key of %d bytes: %w", len(k), ErrCorrupt)
 		}
-		d.outboxSeq.Store(binary.BigEndian.Uint64(k[1:]))
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return fmt.Errorf("pebblestore: outbox: %w", err)
+		}
+		if v, err = d.open(k, v); err != nil {
+			return err
+		}
+		if len(v) < idSize {
+			return fmt.Errorf("pebblestore: outbox entry: %w", ErrCorrupt)
+		}
+		seq := binary.BigEndian.Uint64(k[1:])
+		d.outbox.seq[[16]byte(v[:idSize])] = seq
+		d.outboxSeq.Store(seq)
 	}
 	return it.Error()
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -16,7 +17,10 @@ import (
 // The outbox keeps its entries under a sequence number, so that listing
 // them in key order gives the order in which they were first put:
 // tOutbox || seq holds id || record, and tOutboxID || H(id) holds seq so
-// that a put of a known id keeps its place and a delete finds it.
+// that a put of a known id keeps its place and a delete finds it. The
+// same index is kept in memory (d.outbox, read from the entries at open
+// and updated after each commit), which spares every put and delete a
+// lookup.
 
 func (d *DB) outboxIDKey(id [16]byte) []byte {
 	return d.hasher.sum([]byte{tOutboxID}, hOutboxID, id[:])
@@ -26,16 +30,12 @@ func outboxKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{tOutbox}, seq)
 }
 
-// outboxSeqOf reads the sequence number of id; errMissing if none.
-func (d *DB) outboxSeqOf(idKey []byte) (uint64, error) {
-	v, err := d.get(idKey)
-	if err != nil {
-		return 0, err
-	}
-	if len(v) != 8 {
-		return 0, fmt.Errorf("pebblestore: outbox index entry: %w", ErrCorrupt)
-	}
-	return binary.BigEndian.Uint64(v), nil
+// outboxSeqOf returns the sequence number of id, if it is in the outbox.
+func (d *DB) outboxSeqOf(id [16]byte) (uint64, bool) {
+	d.outbox.Lock()
+	defer d.outbox.Unlock()
+	seq, ok := d.outbox.seq[id]
+	return seq, ok
 }
 
 // PutOutbox implements [store.OutboxStore]. The write is synced: the
@@ -49,24 +49,26 @@ func (d *DB) PutOutbox(ctx context.Context, id [16]byte, rec []byte) error {
 	mu := d.stripe(idKey[1])
 	mu.Lock()
 	defer mu.Unlock()
-	seq, err := d.outboxSeqOf(idKey)
 	b := d.db.NewBatch()
 	defer b.Close()
-	switch err {
-	case nil:
-	case errMissing:
+	seq, ok := d.outboxSeqOf(id)
+	if !ok {
 		seq = d.outboxSeq.Add(1)
 		if err := b.Set(idKey, d.seal(idKey, binary.BigEndian.AppendUint64(nil, seq)), nil); err != nil {
 			return fmt.Errorf("pebblestore: put outbox: %w", err)
 		}
-	default:
-		return fmt.Errorf("pebblestore: put outbox: %w", err)
 	}
 	k := outboxKey(seq)
 	v := append(append(make([]byte, 0, idSize+len(rec)), id[:]...), rec...)
 	if err := errors.Join(b.Set(k, d.seal(k, v), nil), b.Commit(durable(ctx))); err != nil {
 		return fmt.Errorf("pebblestore: put outbox: %w", err)
 	}
+	d.outbox.Lock()
+	if d.outbox.seq == nil {
+		d.outbox.seq = make(map[[16]byte]uint64) // a store just created
+	}
+	d.outbox.seq[id] = seq
+	d.outbox.Unlock()
 	return nil
 }
 
@@ -81,18 +83,18 @@ func (d *DB) DeleteOutbox(ctx context.Context, id [16]byte) error {
 	mu := d.stripe(idKey[1])
 	mu.Lock()
 	defer mu.Unlock()
-	seq, err := d.outboxSeqOf(idKey)
-	if err == errMissing {
+	seq, ok := d.outboxSeqOf(id)
+	if !ok {
 		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("pebblestore: delete outbox: %w", err)
 	}
 	b := d.db.NewBatch()
 	defer b.Close()
 	if err := errors.Join(b.Delete(outboxKey(seq), nil), b.Delete(idKey, nil), b.Commit(pebble.NoSync)); err != nil {
 		return fmt.Errorf("pebblestore: delete outbox: %w", err)
 	}
+	d.outbox.Lock()
+	delete(d.outbox.seq, id)
+	d.outbox.Unlock()
 	return nil
 }
 
@@ -117,10 +119,14 @@ func (d *DB) Seen(ctx context.Context, sender crypto.AccountID, id [16]byte) (bo
 		return false, err
 	}
 	defer d.exit()
-	switch _, err := d.get(d.seenKey(sender, id)); err {
+	k := d.seenKey(sender, id)
+	switch _, err := d.get(k); err {
 	case nil:
 		return true, nil
 	case errMissing:
+		// Only MarkSeen writes this key: until it does, it stays absent,
+		// and MarkSeen need not look it up again.
+		d.unseen.add(k)
 		return false, nil
 	default:
 		return false, fmt.Errorf("pebblestore: seen: %w", err)
@@ -141,18 +147,52 @@ func (d *DB) MarkSeen(ctx context.Context, sender crypto.AccountID, id [16]byte,
 	mu := d.stripe(k[1])
 	mu.Lock()
 	defer mu.Unlock()
-	_, err := d.get(k)
-	switch err {
-	case nil:
-		return true, nil
-	case errMissing:
-	default:
-		return false, fmt.Errorf("pebblestore: mark seen: %w", err)
+	if !d.unseen.take(k) {
+		switch _, err := d.get(k); err {
+		case nil:
+			return true, nil
+		case errMissing:
+		default:
+			return false, fmt.Errorf("pebblestore: mark seen: %w", err)
+		}
 	}
 	if err := d.set(k, binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano())), pebble.NoSync); err != nil {
 		return false, fmt.Errorf("pebblestore: mark seen: %w", err)
 	}
 	return false, nil
+}
+
+// keySet is a bounded set of keys; when full, an arbitrary key makes room
+// (forgetting a key only costs a lookup).
+type keySet struct {
+	mu sync.Mutex
+	m  map[string]struct{}
+}
+
+const maxKeySet = 4096
+
+func (s *keySet) add(k []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = make(map[string]struct{})
+	}
+	if len(s.m) >= maxKeySet {
+		for old := range s.m {
+			delete(s.m, old)
+			break
+		}
+	}
+	s.m[string(k)] = struct{}{}
+}
+
+// take removes k and reports whether it was there.
+func (s *keySet) take(k []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.m[string(k)]
+	delete(s.m, string(k))
+	return ok
 }
 
 // PruneSeen implements [store.SeenStore]. Seen keys hold no time (it would
