@@ -56,8 +56,15 @@ func (c *Client) apply(ctx context.Context, sender crypto.Address, contact *cont
 		if m.Timer > 0 {
 			sm.ExpiresAt = m.Sent.Add(m.Timer)
 		}
-		if err := c.putMessage(ctx, conv, m.ID, sm); err != nil {
+		// A message ID names one message of the conversation: a sender
+		// who reuses one (a peer who saw this device's message IDs, a
+		// group member who saw the others') must not replace that message
+		// in the history.
+		if added, err := c.addMessage(ctx, conv, m.ID, sm); err != nil {
 			return nil, local(err)
+		} else if !added {
+			c.log.Debug("client: dropping a message that reuses an ID of the conversation", "sender", sender.String())
+			return nil, nil
 		}
 		if m.Group == ([16]byte{}) {
 			c.queueReceipt(author, m.ID)

@@ -74,6 +74,21 @@ func (c *Client) putMessage(ctx context.Context, conv ConversationID, id [16]byt
 	return nil
 }
 
+// addMessage stores a received message unless the conversation already
+// holds a message with its ID; it reports whether it stored it.
+func (c *Client) addMessage(ctx context.Context, conv ConversationID, id [16]byte, m *storedMessage) (bool, error) {
+	m.V = recordVersion
+	b, err := marshalStored(m)
+	if err != nil {
+		return false, wrap("message record", err)
+	}
+	added, err := c.st.AddMessage(ctx, store.MessageRecord{Conversation: conv, ID: id, Time: m.Sent, Data: b})
+	if err != nil {
+		return false, wrap("store message", err)
+	}
+	return added, nil
+}
+
 // deleteMessage removes a message from the history.
 func (c *Client) deleteMessage(ctx context.Context, conv ConversationID, id [16]byte) error {
 	err := c.st.DeleteMessage(ctx, conv, id)

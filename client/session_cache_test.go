@@ -14,19 +14,19 @@ import (
 	"github.com/sotto-im/sotto/client/store/memstore"
 )
 
-// putFailStore is a memstore that refuses, once, to store the message
-// whose record contains marker.
+// putFailStore is a memstore that refuses, once, to store the received
+// message whose record contains marker.
 type putFailStore struct {
 	*memstore.Store
 	marker  []byte
 	refused atomic.Bool
 }
 
-func (s *putFailStore) PutMessage(ctx context.Context, m store.MessageRecord) error {
+func (s *putFailStore) AddMessage(ctx context.Context, m store.MessageRecord) (bool, error) {
 	if bytes.Contains(m.Data, s.marker) && s.refused.CompareAndSwap(false, true) {
-		return errors.New("test: message refused")
+		return false, errors.New("test: message refused")
 	}
-	return s.Store.PutMessage(ctx, m)
+	return s.Store.AddMessage(ctx, m)
 }
 
 // TestSessionCacheNeverShowsUnstoredState: a message whose handling fails

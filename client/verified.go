@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"sync"
 
 	"github.com/sotto-im/sotto/crypto"
@@ -37,7 +38,7 @@ type cryptoCache struct {
 	sealer     *crypto.Sealer
 
 	mu    sync.Mutex
-	lists map[string]*crypto.DeviceList // account ID + signed list → verified list
+	lists map[crypto.AccountID]verifiedList // the last list verified per account
 }
 
 // maxVerifiedLists bounds cryptoCache.lists; beyond it the map starts
@@ -45,16 +46,16 @@ type cryptoCache struct {
 const maxVerifiedLists = 1024
 
 // verifiedList returns the verified device list of account from its signed
-// form, from the cache when these exact bytes verified before. Callers must
-// not modify the list.
+// form, from the cache when these exact bytes verified before (the cache
+// keeps the last list verified per account). Callers must not modify the
+// list.
 func (c *Client) verifiedList(signed []byte, account crypto.AccountID) (*crypto.DeviceList, error) {
 	rc := &c.caches
-	key := string(account[:]) + string(signed)
 	rc.mu.Lock()
-	l, ok := rc.lists[key]
+	e, ok := rc.lists[account]
 	rc.mu.Unlock()
-	if ok {
-		return l, nil
+	if ok && bytes.Equal(e.signed, signed) {
+		return e.list, nil
 	}
 	l, err := crypto.VerifyDeviceList(signed, account)
 	if err != nil {
@@ -62,11 +63,17 @@ func (c *Client) verifiedList(signed []byte, account crypto.AccountID) (*crypto.
 	}
 	rc.mu.Lock()
 	if rc.lists == nil || len(rc.lists) >= maxVerifiedLists {
-		rc.lists = make(map[string]*crypto.DeviceList)
+		rc.lists = make(map[crypto.AccountID]verifiedList)
 	}
-	rc.lists[key] = l
+	rc.lists[account] = verifiedList{signed: bytes.Clone(signed), list: l}
 	rc.mu.Unlock()
 	return l, nil
+}
+
+// verifiedList is a signed device list and what its verification gave.
+type verifiedList struct {
+	signed []byte
+	list   *crypto.DeviceList
 }
 
 // contactList is contactRecord.list through the cache.

@@ -180,6 +180,12 @@ type MessageStore interface {
 	// PutMessage inserts m, or replaces the message with the same
 	// Conversation and ID (whose Time may change).
 	PutMessage(ctx context.Context, m MessageRecord) error
+	// AddMessage inserts m unless the conversation already holds a
+	// message with its ID, which it then leaves as it is; it reports
+	// whether it inserted m. The check and the insert are one step. (The
+	// client stores received messages with it: a sender must not replace
+	// a message by reusing its ID.)
+	AddMessage(ctx context.Context, m MessageRecord) (added bool, err error)
 	// GetMessage returns a message, or ErrNotFound.
 	GetMessage(ctx context.Context, conv ConversationID, id [16]byte) (MessageRecord, error)
 	// DeleteMessage deletes a message. Deleting a missing message is not an

@@ -413,6 +413,25 @@ func (s *Store) PutMessage(ctx context.Context, m store.MessageRecord) error {
 	return nil
 }
 
+// AddMessage implements [store.MessageStore].
+func (s *Store) AddMessage(ctx context.Context, m store.MessageRecord) (bool, error) {
+	if err := store.CheckTime(m.Time); err != nil {
+		return false, err
+	}
+	if err := s.lock(ctx); err != nil {
+		return false, err
+	}
+	defer s.mu.Unlock()
+	k := messageKey{m.Conversation, m.ID}
+	if _, ok := s.mu.messages[k]; ok {
+		return false, nil
+	}
+	m = cloneMessage(m)
+	m.Time = normTime(m.Time)
+	s.mu.messages[k] = m
+	return true, nil
+}
+
 // GetMessage implements [store.MessageStore].
 func (s *Store) GetMessage(ctx context.Context, conv store.ConversationID, id [16]byte) (store.MessageRecord, error) {
 	if err := s.lock(ctx); err != nil {

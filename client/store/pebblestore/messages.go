@@ -63,11 +63,23 @@ func decodeMessage(key, v []byte) (store.MessageRecord, error) {
 
 // PutMessage implements [store.MessageStore]. The write is synced.
 func (d *DB) PutMessage(ctx context.Context, m store.MessageRecord) error {
+	_, err := d.putMessage(ctx, m, false)
+	return err
+}
+
+// AddMessage implements [store.MessageStore]. The write is synced.
+func (d *DB) AddMessage(ctx context.Context, m store.MessageRecord) (bool, error) {
+	return d.putMessage(ctx, m, true)
+}
+
+// putMessage stores m, or with onlyNew leaves an existing message with
+// its ID alone; it reports whether it wrote m.
+func (d *DB) putMessage(ctx context.Context, m store.MessageRecord, onlyNew bool) (bool, error) {
 	if err := store.CheckTime(m.Time); err != nil {
-		return err
+		return false, err
 	}
 	if err := d.enter(ctx); err != nil {
-		return err
+		return false, err
 	}
 	defer d.exit()
 	k := d.messageKeys(m.Conversation, m.ID)
@@ -86,32 +98,35 @@ func (d *DB) PutMessage(ctx context.Context, m store.MessageRecord) error {
 	if ct, ok := d.times.get(k.byID); ok {
 		old = ct[:]
 	} else if old, err = d.get(k.byID); err != nil && err != errMissing {
-		return fmt.Errorf("pebblestore: put message: %w", err)
+		return false, fmt.Errorf("pebblestore: put message: %w", err)
+	}
+	if onlyNew && err == nil {
+		return false, nil
 	}
 	b := d.db.NewBatch()
 	defer b.Close()
 	if err == errMissing || !bytes.Equal(old, t[:]) {
 		if err == nil {
 			if len(old) != timeSize {
-				return fmt.Errorf("pebblestore: put message: time entry: %w", ErrCorrupt)
+				return false, fmt.Errorf("pebblestore: put message: time entry: %w", ErrCorrupt)
 			}
 			if err := b.Delete(k.index(old), nil); err != nil {
-				return fmt.Errorf("pebblestore: put message: %w", err)
+				return false, fmt.Errorf("pebblestore: put message: %w", err)
 			}
 		}
 		if err := b.Set(k.byID, d.seal(k.byID, t[:]), nil); err != nil {
-			return fmt.Errorf("pebblestore: put message: %w", err)
+			return false, fmt.Errorf("pebblestore: put message: %w", err)
 		}
 	}
 	if err := b.Set(ik, d.seal(ik, value), nil); err != nil {
-		return fmt.Errorf("pebblestore: put message: %w", err)
+		return false, fmt.Errorf("pebblestore: put message: %w", err)
 	}
 	if err := b.Commit(durable(ctx)); err != nil {
 		d.times.forget(k.byID)
-		return fmt.Errorf("pebblestore: put message: %w", err)
+		return false, fmt.Errorf("pebblestore: put message: %w", err)
 	}
 	d.times.put(k.byID, t)
-	return nil
+	return true, nil
 }
 
 // GetMessage implements [store.MessageStore].

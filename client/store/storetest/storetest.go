@@ -40,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SenderKeys", testSenderKeys},
 		{"Records", testRecords},
 		{"Messages", testMessages},
+		{"AddMessage", testAddMessage},
 		{"ListMessagesOrder", testListMessagesOrder},
 		{"ListMessagesBounds", testListMessagesBounds},
 		{"ListMessagesPaging", testListMessagesPaging},
@@ -382,6 +383,52 @@ func mustMessage(t *testing.T, what string, got store.MessageRecord, err error, 
 	if !sameMessage(got, want) {
 		t.Fatalf("%s = %+v, want %+v", what, got, want)
 	}
+}
+
+// testAddMessage: AddMessage inserts a new message, and leaves an
+// existing one with the same conversation and ID untouched (data and
+// time), whatever it is given; the same ID in another conversation is
+// another message.
+func testAddMessage(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	m := message(1, 1, base)
+	added, err := s.AddMessage(ctx, m)
+	must(t, "AddMessage", err)
+	if !added {
+		t.Fatal("AddMessage of a new message reported it not added")
+	}
+	got, err := s.GetMessage(ctx, conv(1), msgID(1))
+	mustMessage(t, "GetMessage after AddMessage", got, err, m)
+
+	dup := m
+	dup.Data = []byte("replacement")
+	dup.Time = base.Add(time.Hour)
+	added, err = s.AddMessage(ctx, dup)
+	must(t, "AddMessage (existing ID)", err)
+	if added {
+		t.Fatal("AddMessage over an existing message reported it added")
+	}
+	got, err = s.GetMessage(ctx, conv(1), msgID(1))
+	mustMessage(t, "GetMessage after a refused AddMessage", got, err, m)
+	list, err := s.ListMessages(ctx, conv(1), time.Time{}, time.Time{}, 0)
+	must(t, "ListMessages", err)
+	if len(list) != 1 || !sameMessage(list[0], m) {
+		t.Fatalf("ListMessages after a refused AddMessage = %+v, want only %+v", list, m)
+	}
+
+	other := message(2, 1, base)
+	added, err = s.AddMessage(ctx, other)
+	must(t, "AddMessage (same ID, other conversation)", err)
+	if !added {
+		t.Fatal("AddMessage of the same ID in another conversation reported it not added")
+	}
+	// After a replace by PutMessage, AddMessage still sees the message.
+	must(t, "PutMessage (replace)", s.PutMessage(ctx, dup))
+	if added, err = s.AddMessage(ctx, m); err != nil || added {
+		t.Fatalf("AddMessage after PutMessage = %v, %v", added, err)
+	}
+	got, err = s.GetMessage(ctx, conv(1), msgID(1))
+	mustMessage(t, "GetMessage after PutMessage and AddMessage", got, err, dup)
 }
 
 func testMessages(t *testing.T, s store.Store) {
