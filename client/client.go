@@ -174,6 +174,8 @@ type Client struct {
 	// status of a receipt handled at the same moment.
 	statusMu sync.Mutex
 
+	sendSyncs sendSyncs // concurrent Sends share their syncs (sendsync.go)
+
 	finalizing sync.Map      // outbox IDs being finalized (see finalize)
 	finalSem   chan struct{} // bounds the finalizing goroutines
 

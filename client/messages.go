@@ -71,12 +71,15 @@ func (c *Client) Send(ctx context.Context, conv ConversationID, d Draft) (Messag
 	// Two writes, one sync: the history record and the outbox entry are
 	// written deferred and then made durable together, so that Send still
 	// returns only once both are on disk. Concurrent Sends share their
-	// syncs (the store commits concurrent syncs as one).
+	// syncs (sendsync.go).
 	dctx := deferWrites(ctx)
+	c.beginSend()
 	if err := c.putMessage(dctx, conv, m.ID, sm); err != nil {
+		c.abortSend()
 		return MessageID{}, err
 	}
 	if err := c.enqueue(dctx, conv, cr, m, true); err != nil {
+		c.abortSend()
 		// Refused (too large, blocked contact, ...): the message is not
 		// sent, so it must not stay in the history as pending.
 		if derr := c.deleteMessage(ctx, conv, m.ID); derr != nil {
@@ -84,7 +87,7 @@ func (c *Client) Send(ctx context.Context, conv ConversationID, d Draft) (Messag
 		}
 		return MessageID{}, err
 	}
-	if err := c.sync(ctx); err != nil {
+	if err := c.syncSend(ctx); err != nil {
 		return MessageID{}, err
 	}
 	return m.ID, nil

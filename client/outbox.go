@@ -213,6 +213,13 @@ func (c *Client) flushOutbox(ctx context.Context, s *sender) error {
 				}
 				continue
 			}
+			// Connect before encrypting: an attempt that cannot reach the
+			// relay must not advance the sessions (each failed attempt
+			// would cost the recipients a batch of skipped message keys,
+			// and a long outage more than they keep).
+			if _, err := s.socket(ctx, c); err != nil {
+				return err
+			}
 			if b, err = c.buildBatch(ctx, batch); err != nil {
 				return err
 			}
