@@ -26,7 +26,7 @@ func BenchmarkClientLatency(b *testing.B) {
 }
 
 func benchLatency(b *testing.B, rate int) {
-	alice, bob, ab := warmDiskPair(b)
+	alice, bob, ab := warmDiskPair(b, startEnv(b))
 	ctx := context.Background()
 	// Send times in Unix nanoseconds; atomic because the sending goroutine
 	// and this one are ordered only through the network, which the race
