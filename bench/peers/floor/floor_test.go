@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"filippo.io/age"
+	circl "github.com/cloudflare/circl/dh/x25519"
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
@@ -66,6 +67,26 @@ func BenchmarkFloor(b *testing.B) {
 		p := must(ecdh.X25519().GenerateKey(rand.Reader)).PublicKey()
 		for range b.N {
 			must(a.ECDH(p))
+		}
+	})
+	// CIRCL's X25519, which Sotto's crypto package uses for its scalar multiplications
+	// (crypto/x25519.go): the floor of Sotto's own Diffie-Hellman operations.
+	b.Run("x25519-circl/keygen", func(b *testing.B) {
+		var sk, pk circl.Key
+		for range b.N {
+			rand.Read(sk[:])
+			circl.KeyGen(&pk, &sk)
+		}
+	})
+	b.Run("x25519-circl/dh", func(b *testing.B) {
+		var sk, sk2, pk, out circl.Key
+		rand.Read(sk[:])
+		rand.Read(sk2[:])
+		circl.KeyGen(&pk, &sk2)
+		for range b.N {
+			if !circl.Shared(&out, &sk, &pk) {
+				b.Fatal("shared")
+			}
 		}
 	})
 	b.Run("ed25519/sign", func(b *testing.B) {
@@ -384,19 +405,26 @@ func benchDerived(b *testing.B) {
 		})
 	}
 	// Sealed sender: the sealer does an ephemeral-static DH, an HKDF and an AEAD seal; the opener
-	// does the DH, the HKDF, the AEAD open and verifies the sender certificate's signature.
+	// does the DH, the HKDF, the AEAD open and verifies the sender certificate's signature. The
+	// X25519 operations are CIRCL's, as in Sotto's crypto package.
 	b.Run("derived/sealed-sender/seal+open/256B", func(b *testing.B) {
-		recip := must(ecdh.X25519().GenerateKey(rand.Reader))
+		var recipSK, recipPK circl.Key
+		rand.Read(recipSK[:])
+		circl.KeyGen(&recipPK, &recipSK)
 		pub, priv := must2(ed25519.GenerateKey(rand.Reader))
 		cert := random(120)
 		sig := ed25519.Sign(priv, cert)
 		pt := random(256)
 		for range b.N {
-			eph := must(ecdh.X25519().GenerateKey(rand.Reader))
-			keys := hkdf64(must(eph.ECDH(recip.PublicKey())), nil)
+			var ephSK, ephPK, dh, dh2 circl.Key
+			rand.Read(ephSK[:])
+			circl.KeyGen(&ephPK, &ephSK)
+			circl.Shared(&dh, &ephSK, &recipPK)
+			keys := hkdf64(dh[:], nil)
 			a := gcm(keys[:32])
 			ct := a.Seal(nil, keys[32:44], pt, nil)
-			keys2 := hkdf64(must(recip.ECDH(eph.PublicKey())), nil)
+			circl.Shared(&dh2, &recipSK, &ephPK)
+			keys2 := hkdf64(dh2[:], nil)
 			must(gcm(keys2[:32]).Open(nil, keys2[32:44], ct, nil))
 			if !ed25519.Verify(pub, cert, sig) {
 				b.Fatal("verify")

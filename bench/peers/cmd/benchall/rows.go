@@ -231,6 +231,8 @@ func floorRows() []row {
 	}
 	us("X25519 keygen (crypto/ecdh)", "x25519/keygen")
 	us("X25519 DH (crypto/ecdh)", "x25519/dh")
+	us("X25519 keygen (CIRCL, what Sotto's crypto uses)", "x25519-circl/keygen")
+	us("X25519 DH (CIRCL, what Sotto's crypto uses)", "x25519-circl/dh")
 	us("Ed25519 sign", "ed25519/sign")
 	us("Ed25519 verify", "ed25519/verify")
 	for _, k := range []string{"768", "1024"} {
