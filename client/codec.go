@@ -41,19 +41,7 @@ const (
 
 // marshalStored encodes a history record.
 func marshalStored(m *storedMessage) ([]byte, error) {
-	var flags uint8
-	if m.Outgoing {
-		flags |= msgOutgoing
-	}
-	if m.Edited {
-		flags |= msgEdited
-	}
-	if m.Deleted {
-		flags |= msgDeleted
-	}
-	if m.ReplyTo != nil {
-		flags |= msgReply
-	}
+	flags := flagBits(m.Outgoing, m.Edited, m.Deleted, m.ReplyTo != nil) // in the order of msgOutgoing ...
 	b := cryptobyte.NewBuilder(make([]byte, 0, 160+len(m.Text)))
 	b.AddUint8(recordFormatBinary)
 	b.AddUint8(flags)
@@ -149,19 +137,7 @@ const (
 // marshalOutbox encodes an outbox record. (Ephemeral is not stored: an
 // ephemeral message never enters the outbox.)
 func marshalOutbox(r *outboxRecord) ([]byte, error) {
-	var flags uint8
-	if r.Track {
-		flags |= outTrack
-	}
-	if r.Sync {
-		flags |= outSync
-	}
-	if r.Group {
-		flags |= outGroup
-	}
-	if r.RelayID != ([16]byte{}) {
-		flags |= outRelayID
-	}
+	flags := flagBits(r.Track, r.Sync, r.Group, r.RelayID != ([16]byte{})) // in the order of outTrack ...
 	b := cryptobyte.NewBuilder(make([]byte, 0, 96+32*len(r.To)+len(r.Content)))
 	b.AddUint8(recordFormatBinary)
 	b.AddUint8(flags)
@@ -209,6 +185,17 @@ func decodeOutbox(raw []byte, r *outboxRecord) error {
 	r.V, r.Attempts, r.Content = recordVersion, int(attempts), []byte(content)
 	r.Track, r.Sync, r.Group = flags&outTrack != 0, flags&outSync != 0, flags&outGroup != 0
 	return nil
+}
+
+// flagBits packs booleans into a flags byte, the first in the lowest bit.
+func flagBits(bits ...bool) uint8 {
+	var f uint8
+	for i, set := range bits {
+		if set {
+			f |= 1 << i
+		}
+	}
+	return f
 }
 
 func addTime(b *cryptobyte.Builder, t time.Time) {

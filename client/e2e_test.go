@@ -20,15 +20,7 @@ import (
 	"github.com/sotto-im/sotto/client/store/pebblestore"
 )
 
-func startEnv(t testing.TB) *testenv.Env {
-	t.Helper()
-	env, err := testenv.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(env.Close)
-	return env
-}
+func startEnv(t testing.TB) *testenv.Env { return client.StartTestEnv(t) }
 
 func options(env *testenv.Env, st store.Store) client.Options {
 	o := client.Options{Store: st, KeyServerURL: env.KeyServerURL, RelayURL: env.RelayURL, TrustRoots: env.TrustRoots}

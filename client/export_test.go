@@ -2,7 +2,9 @@ package client
 
 import (
 	"context"
+	"testing"
 
+	"github.com/sotto-im/sotto/client/internal/testenv"
 	"github.com/sotto-im/sotto/client/store"
 	"github.com/sotto-im/sotto/crypto"
 )
@@ -39,4 +41,16 @@ func (c *Client) SignedPreKeyIDsForTest() ([]uint32, uint32, error) {
 	c.idMu.Lock()
 	defer c.idMu.Unlock()
 	return ids, c.id.signedID, err
+}
+
+// StartTestEnv starts a key server and a relay in this process for the
+// test, stopped by its cleanup.
+func StartTestEnv(t testing.TB) *testenv.Env {
+	t.Helper()
+	env, err := testenv.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(env.Close)
+	return env
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/sotto-im/sotto/client/internal/content"
-	"github.com/sotto-im/sotto/client/internal/testenv"
 	"github.com/sotto-im/sotto/client/store/memstore"
 	"github.com/sotto-im/sotto/crypto"
 )
@@ -17,11 +16,7 @@ import (
 // deletes check their author; a new message has no author to check
 // against).
 func TestReusedMessageIDDoesNotReplaceHistory(t *testing.T) {
-	env, err := testenv.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(env.Close)
+	env := StartTestEnv(t)
 	alice, bob := startRecvParty(t, env, memstore.New(), true), startRecvParty(t, env, memstore.New(), true)
 	ab := recvBefriend(t, alice, bob)
 	ctx := context.Background()

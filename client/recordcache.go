@@ -1,6 +1,10 @@
 package client
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/sotto-im/sotto/internal/boundedmap"
+)
 
 // recordCache holds decoded records of one kind (contacts, conversations)
 // by key. Sending and receiving a message each read the peer's contact
@@ -19,17 +23,20 @@ import "sync"
 // It holds at most maxCachedRecords entries; when full, an arbitrary one
 // makes room. The zero value is an empty cache.
 type recordCache[K comparable, T any] struct {
-	mu sync.Mutex
-	m  map[K]*T
+	once sync.Once
+	m    *boundedmap.Map[K, *T]
 }
 
 const maxCachedRecords = 4096
 
+func (rc *recordCache[K, T]) records() *boundedmap.Map[K, *T] {
+	rc.once.Do(func() { rc.m = boundedmap.New[K, *T](maxCachedRecords) })
+	return rc.m
+}
+
 // get returns a copy of the record cached under k.
 func (rc *recordCache[K, T]) get(k K) (*T, bool) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	r, ok := rc.m[k]
+	r, ok := rc.records().Get(k)
 	if !ok {
 		return nil, false
 	}
@@ -40,23 +47,8 @@ func (rc *recordCache[K, T]) get(k K) (*T, bool) {
 // put caches a copy of r under k: r is what the store now holds.
 func (rc *recordCache[K, T]) put(k K, r *T) {
 	cp := *r
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	if rc.m == nil {
-		rc.m = make(map[K]*T)
-	}
-	if _, ok := rc.m[k]; !ok && len(rc.m) >= maxCachedRecords {
-		for old := range rc.m {
-			delete(rc.m, old)
-			break
-		}
-	}
-	rc.m[k] = &cp
+	rc.records().Put(k, &cp)
 }
 
 // forget drops k: the store's record is unknown (a write failed).
-func (rc *recordCache[K, T]) forget(k K) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	delete(rc.m, k)
-}
+func (rc *recordCache[K, T]) forget(k K) { rc.records().Delete(k) }

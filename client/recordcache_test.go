@@ -33,7 +33,7 @@ func TestRecordCacheCopiesAndBounds(t *testing.T) {
 	for i := range 3 * maxCachedRecords {
 		rc.put(i, &contactRecord{})
 	}
-	if n := len(rc.m); n > maxCachedRecords {
+	if n := rc.records().Len(); n > maxCachedRecords {
 		t.Fatalf("%d entries, bound %d", n, maxCachedRecords)
 	}
 	if _, ok := rc.get(3*maxCachedRecords - 1); !ok {

@@ -214,11 +214,7 @@ func recvRelayBacklog(t *testing.T, env *testenv.Env, tok string) map[[16]byte]b
 // each message once; once Sync works, the redelivered copies are dropped
 // and acknowledged, and the history holds every message exactly once.
 func TestRecvAckOnlyAfterSync(t *testing.T) {
-	env, err := testenv.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(env.Close)
+	env := StartTestEnv(t)
 	dir := t.TempDir()
 	bobStore := openSyncStore(t, dir, true)
 	alice, bob := startRecvParty(t, env, memstore.New(), true), startRecvParty(t, env, bobStore, true)
@@ -277,11 +273,7 @@ func TestRecvAckOnlyAfterSync(t *testing.T) {
 // recipient that is offline (on the default encrypted store) arrive in
 // order, each once, under far fewer Syncs than messages.
 func TestRecvOfflineBacklogInOrder(t *testing.T) {
-	env, err := testenv.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(env.Close)
+	env := StartTestEnv(t)
 	dir := t.TempDir()
 	bobStore := openSyncStore(t, dir, true)
 	alice, bob := startRecvParty(t, env, memstore.New(), true), startRecvParty(t, env, bobStore, true)

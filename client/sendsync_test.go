@@ -5,19 +5,13 @@ import (
 	"errors"
 	"sync"
 	"testing"
-
-	"github.com/sotto-im/sotto/client/internal/testenv"
 )
 
 // TestConcurrentSendsShareSyncs: Sends from many goroutines at once are
 // made durable by far fewer store syncs than Sends, and a Send never
 // returns success when the sync that covers it failed.
 func TestConcurrentSendsShareSyncs(t *testing.T) {
-	env, err := testenv.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(env.Close)
+	env := StartTestEnv(t)
 	st := openSyncStore(t, t.TempDir(), true)
 	alice := startRecvParty(t, env, st, true)
 	bob := startRecvParty(t, env, openSyncStore(t, t.TempDir(), true), true)

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sotto-im/sotto/client/internal/testenv"
 	"github.com/sotto-im/sotto/client/store"
 	"github.com/sotto-im/sotto/client/store/memstore"
 )
@@ -36,11 +35,7 @@ func (s *putFailStore) AddMessage(ctx context.Context, m store.MessageRecord) (b
 // must decrypt with the stored state and appear exactly once, followed by
 // the rest of the conversation.
 func TestSessionCacheNeverShowsUnstoredState(t *testing.T) {
-	env, err := testenv.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(env.Close)
+	env := StartTestEnv(t)
 	bobStore := &putFailStore{Store: memstore.New(), marker: []byte("refused once")}
 	alice, bob := startRecvParty(t, env, memstore.New(), true), startRecvParty(t, env, bobStore, true)
 	ab := recvBefriend(t, alice, bob)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sotto-im/sotto/client/store"
 	"github.com/sotto-im/sotto/crypto"
+	"github.com/sotto-im/sotto/internal/boundedmap"
 )
 
 // This file holds the sending half of the per-device session layer:
@@ -113,32 +114,21 @@ func (c *Client) deleteSession(ctx context.Context, addr crypto.Address) error {
 // sessionCache holds parsed sessions by peer device; see loadSession. It
 // holds at most maxCachedSessions; when full, an arbitrary one makes room.
 type sessionCache struct {
-	mu sync.Mutex
-	m  map[crypto.Address]*crypto.Session
+	once sync.Once
+	m    *boundedmap.Map[crypto.Address, *crypto.Session]
 }
 
 const maxCachedSessions = 1024
 
+func (sc *sessionCache) sessions() *boundedmap.Map[crypto.Address, *crypto.Session] {
+	sc.once.Do(func() { sc.m = boundedmap.New[crypto.Address, *crypto.Session](maxCachedSessions) })
+	return sc.m
+}
+
 // take removes and returns the session cached for addr (nil if none).
 func (sc *sessionCache) take(addr crypto.Address) *crypto.Session {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	s := sc.m[addr]
-	delete(sc.m, addr)
+	s, _ := sc.sessions().Take(addr)
 	return s
 }
 
-func (sc *sessionCache) put(addr crypto.Address, s *crypto.Session) {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	if sc.m == nil {
-		sc.m = make(map[crypto.Address]*crypto.Session)
-	}
-	if _, ok := sc.m[addr]; !ok && len(sc.m) >= maxCachedSessions {
-		for a := range sc.m {
-			delete(sc.m, a)
-			break
-		}
-	}
-	sc.m[addr] = s
-}
+func (sc *sessionCache) put(addr crypto.Address, s *crypto.Session) { sc.sessions().Put(addr, s) }

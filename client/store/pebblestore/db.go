@@ -67,6 +67,7 @@ import (
 
 	"github.com/sotto-im/sotto/client/store"
 	"github.com/sotto-im/sotto/crypto"
+	"github.com/sotto-im/sotto/internal/boundedmap"
 )
 
 // Implementation constants.
@@ -229,13 +230,21 @@ type DB struct {
 
 	stripes   [stripes]sync.Mutex
 	outboxSeq atomic.Uint64
-	times     timeCache // messages' stored times (timecache.go)
-	outbox    struct {  // the outbox entries' sequence numbers by ID (outbox.go)
+	// times remembers the time entry (tMsgByID) of messages recently
+	// written (messages.go).
+	times  *boundedmap.Map[string, [timeSize]byte]
+	outbox struct { // the outbox entries' sequence numbers by ID (outbox.go)
 		sync.Mutex
 		seq map[[16]byte]uint64
 	}
-	unseen keySet // seen-table keys known to be absent (outbox.go)
+	unseen *boundedmap.Map[string, struct{}] // seen-table keys known to be absent (outbox.go)
 }
+
+// Bounds of the caches in DB.
+const (
+	maxCachedTimes  = 4096
+	maxUnseenCached = 4096
+)
 
 var (
 	_ store.Store  = (*DB)(nil)
@@ -341,7 +350,8 @@ func open(dir string, fs vfs.FS, opts *Options, sk *crypto.StoreKey, po *pebble.
 	if err != nil {
 		return nil, fmt.Errorf("pebblestore: open database: %w", err)
 	}
-	d := &DB{dir: dir, fs: fs, rewrap: opts.rewrapFunc(), db: db, sk: sk}
+	d := &DB{dir: dir, fs: fs, rewrap: opts.rewrapFunc(), db: db, sk: sk,
+		times: boundedmap.New[string, [timeSize]byte](maxCachedTimes), unseen: boundedmap.New[string, struct{}](maxUnseenCached)}
 	d.life.cond.L = &d.life.Mutex
 	return d, nil
 }

@@ -95,7 +95,7 @@ func (d *DB) putMessage(ctx context.Context, m store.MessageRecord, onlyNew bool
 	defer mu.Unlock()
 	var old []byte
 	var err error
-	if ct, ok := d.times.get(k.byID); ok {
+	if ct, ok := d.times.Get(string(k.byID)); ok {
 		old = ct[:]
 	} else if old, err = d.get(k.byID); err != nil && err != errMissing {
 		return false, fmt.Errorf("pebblestore: put message: %w", err)
@@ -122,10 +122,13 @@ func (d *DB) putMessage(ctx context.Context, m store.MessageRecord, onlyNew bool
 		return false, fmt.Errorf("pebblestore: put message: %w", err)
 	}
 	if err := b.Commit(durable(ctx)); err != nil {
-		d.times.forget(k.byID)
+		d.times.Delete(string(k.byID))
 		return false, fmt.Errorf("pebblestore: put message: %w", err)
 	}
-	d.times.put(k.byID, t)
+	// Cached once committed, under the stripe lock, so a cached time is
+	// the stored one; a client writes each of its messages several times
+	// (sent, delivered, read), and each write would start with a lookup.
+	d.times.Put(string(k.byID), t)
 	return true, nil
 }
 
@@ -181,7 +184,7 @@ func (d *DB) DeleteMessage(ctx context.Context, conv store.ConversationID, id [1
 	mu := d.stripe(k.id[0])
 	mu.Lock()
 	defer mu.Unlock()
-	d.times.forget(k.byID)
+	d.times.Delete(string(k.byID))
 	t, err := d.get(k.byID)
 	if err == errMissing {
 		return nil

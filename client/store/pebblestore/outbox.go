@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -126,7 +125,7 @@ func (d *DB) Seen(ctx context.Context, sender crypto.AccountID, id [16]byte) (bo
 	case errMissing:
 		// Only MarkSeen writes this key: until it does, it stays absent,
 		// and MarkSeen need not look it up again.
-		d.unseen.add(k)
+		d.unseen.Put(string(k), struct{}{})
 		return false, nil
 	default:
 		return false, fmt.Errorf("pebblestore: seen: %w", err)
@@ -147,7 +146,7 @@ func (d *DB) MarkSeen(ctx context.Context, sender crypto.AccountID, id [16]byte,
 	mu := d.stripe(k[1])
 	mu.Lock()
 	defer mu.Unlock()
-	if !d.unseen.take(k) {
+	if _, absent := d.unseen.Take(string(k)); !absent {
 		switch _, err := d.get(k); err {
 		case nil:
 			return true, nil
@@ -160,39 +159,6 @@ func (d *DB) MarkSeen(ctx context.Context, sender crypto.AccountID, id [16]byte,
 		return false, fmt.Errorf("pebblestore: mark seen: %w", err)
 	}
 	return false, nil
-}
-
-// keySet is a bounded set of keys; when full, an arbitrary key makes room
-// (forgetting a key only costs a lookup).
-type keySet struct {
-	mu sync.Mutex
-	m  map[string]struct{}
-}
-
-const maxKeySet = 4096
-
-func (s *keySet) add(k []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = make(map[string]struct{})
-	}
-	if len(s.m) >= maxKeySet {
-		for old := range s.m {
-			delete(s.m, old)
-			break
-		}
-	}
-	s.m[string(k)] = struct{}{}
-}
-
-// take removes k and reports whether it was there.
-func (s *keySet) take(k []byte) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.m[string(k)]
-	delete(s.m, string(k))
-	return ok
 }
 
 // PruneSeen implements [store.SeenStore]. Seen keys hold no time (it would

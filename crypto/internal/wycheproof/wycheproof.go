@@ -49,12 +49,12 @@ type Case struct {
 // fails the test if the file is missing or malformed.
 func Load(t TB, name string, groups any) *File {
 	t.Helper()
-	return LoadFrom(t, Dir, name, groups)
+	return loadFrom(t, Dir, name, groups)
 }
 
-// LoadFrom is Load from the vendored directory at dir, for tests of other
-// packages (the crypto package's own X25519 runs these vectors too).
-func LoadFrom(t TB, dir, name string, groups any) *File {
+// loadFrom is Load from the vendored directory at dir (X25519Cases serves
+// tests of other packages, whose working directory differs).
+func loadFrom(t TB, dir, name string, groups any) *File {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, name))
 	if err != nil {
@@ -121,3 +121,47 @@ func Hex(t TB, s string) []byte {
 
 // Name formats a subtest name for a case.
 func Name(c Case) string { return fmt.Sprintf("tcId=%d", c.TcID) }
+
+// X25519Case is one case of the X25519 vectors with the verdict Sotto
+// requires of it.
+type X25519Case struct {
+	Case
+	Private, Public, Shared []byte
+	// Accept says whether the shared secret must be computed: Sotto
+	// rejects an all-zero shared secret (PROTOCOL.md §2.2), and accepts
+	// points on the twist and non-canonical encodings as RFC 7748 says.
+	Accept bool
+}
+
+// X25519Cases loads x25519_test.json from the vendored directory dir and
+// returns its cases. The crypto/ecdh test of this package and the crypto
+// package's own X25519 run the same cases.
+func X25519Cases(t TB, dir string) []X25519Case {
+	t.Helper()
+	var groups []struct {
+		Tests []struct {
+			Case
+			Public  string `json:"public"`
+			Private string `json:"private"`
+			Shared  string `json:"shared"`
+		} `json:"tests"`
+	}
+	f := loadFrom(t, dir, "x25519_test.json", &groups)
+	acceptable := map[string]bool{
+		"Twist":              true,
+		"SpecialPublicKey":   true,
+		"NonCanonicalPublic": true,
+		"SmallPublicKey":     false,
+		"LowOrderPublic":     false,
+		"ZeroSharedSecret":   false,
+	}
+	var cases []X25519Case
+	for _, g := range groups {
+		for _, tc := range g.Tests {
+			cases = append(cases, X25519Case{Case: tc.Case, Private: Hex(t, tc.Private), Public: Hex(t, tc.Public),
+				Shared: Hex(t, tc.Shared), Accept: ShouldPass(t, tc.Case, acceptable)})
+		}
+	}
+	CheckCount(t, f, len(cases))
+	return cases
+}

@@ -201,26 +201,30 @@ func rows() []row {
 			floor: goMetric(ks, "HTTPFloor/clients=64", "cpu-µs/claim"), floorFor: "HTTP on loopback, fixed body"},
 		row{workload: "client to client through a sottod process, 16 concurrent Sends", unit: "msgs/s", higher: true,
 			sotto: goMetric(cl, "ClientToClientSottod/senders=16", "msgs/s"),
-			refs: []ref{{"libsignal crypto only (64 B encrypt + decrypt)", rateFromUs("",
-				nodeUs("c 64 B encrypt (signalEncrypt + serialize)"), nodeUs("c 64 B decrypt (deserialize + signalDecrypt)"))}}},
+			refs:  libsignalCryptoOnly()},
 		row{workload: "client to client CPU per message through a sottod process (both clients and sottod), 16 concurrent Sends", unit: "µs",
 			sotto: goMetric(cl, "ClientToClientSottod/senders=16", "cpu-µs/msg")},
 		row{workload: "sottod's CPU per message of it, 16 concurrent Sends", unit: "µs",
 			sotto: goMetric(cl, "ClientToClientSottod/senders=16", "sottod-cpu-µs/msg")},
 		row{workload: "client to client, relay and key server in the same process, 16 concurrent Sends", unit: "msgs/s", higher: true,
 			sotto: goMetric(cl, "ClientToClientPipelined/senders=16", "msgs/s"),
-			refs: []ref{{"libsignal crypto only (64 B encrypt + decrypt)", rateFromUs("",
-				nodeUs("c 64 B encrypt (signalEncrypt + serialize)"), nodeUs("c 64 B decrypt (deserialize + signalDecrypt)"))}}},
+			refs:  libsignalCryptoOnly()},
 		row{workload: "client to client CPU per message, relay and key server in the same process, 16 concurrent Sends", unit: "µs",
 			sotto: goMetric(cl, "ClientToClientPipelined/senders=16", "cpu-µs/msg")},
 		row{workload: "client to client, relay and key server in the same process, one Send at a time", unit: "msgs/s", higher: true,
 			sotto: goMetric(cl, "ClientToClient", "msgs/s"),
-			refs: []ref{{"libsignal crypto only (64 B encrypt + decrypt)", rateFromUs("",
-				nodeUs("c 64 B encrypt (signalEncrypt + serialize)"), nodeUs("c 64 B decrypt (deserialize + signalDecrypt)"))}}},
+			refs:  libsignalCryptoOnly()},
 		row{workload: "group message to 1,000 devices, accepted", unit: "ms",
 			sotto: goMs(rs, "PutMulti1000")},
 	)
 	return r
+}
+
+// libsignalCryptoOnly is the reference of the client-to-client rows: libsignal's encryption and
+// decryption of a 64-byte message alone, as a rate.
+func libsignalCryptoOnly() []ref {
+	return []ref{{"libsignal crypto only (64 B encrypt + decrypt)", rateFromUs("",
+		nodeUs("c 64 B encrypt (signalEncrypt + serialize)"), nodeUs("c 64 B decrypt (deserialize + signalDecrypt)"))}}
 }
 
 // floorRows are the primitives on their own.
