@@ -325,7 +325,7 @@ func TestRatchetVectorReplay(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := s.ratchet.sendingStepWith(k); err != nil {
+				if err := s.ratchet.sendingStepWith(keyPairFrom(k)); err != nil {
 					t.Fatal(err)
 				}
 			}

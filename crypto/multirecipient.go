@@ -99,7 +99,7 @@ func sealMultiWith(sender *IdentityPrivateKey, staticDH func(*ecdh.PublicKey) ([
 	if _, err := rand.Read(m[:]); err != nil {
 		return nil, nil, fmt.Errorf("crypto: multi-recipient: %w", err)
 	}
-	e, err := newEphemeral()
+	e, err := newKeyPair()
 	if err != nil {
 		return nil, nil, fmt.Errorf("crypto: multi-recipient: %w", err)
 	}
@@ -109,7 +109,7 @@ func sealMultiWith(sender *IdentityPrivateKey, staticDH func(*ecdh.PublicKey) ([
 
 // sealMulti implements PROTOCOL.md §6 with a given message key and
 // ephemeral key.
-func sealMulti(m []byte, e *ephemeralKey, sender *IdentityPrivateKey, staticDH func(*ecdh.PublicKey) ([]byte, error), cert *SenderCertificate, recipients []MultiRecipient, content []byte) ([]byte, []RecipientHeader, error) {
+func sealMulti(m []byte, e *keyPair, sender *IdentityPrivateKey, staticDH func(*ecdh.PublicKey) ([]byte, error), cert *SenderCertificate, recipients []MultiRecipient, content []byte) ([]byte, []RecipientHeader, error) {
 	ephPub := e.public()
 	bodyKey, commitment := multiBodyKeys(m, ephPub)
 	body := make([]byte, 0, MultiBodyOverhead+len(cert.raw)+len(content))

@@ -89,8 +89,8 @@ func sessionAD(initiatorID, responderID *[PublicKeySize]byte, initiator, respond
 // initiatorKeys are the random values of one PQXDH run on the initiator's
 // side. Only tests choose them; InitiateSession draws them from crypto/rand.
 type initiatorKeys struct {
-	ephemeral *ecdh.PrivateKey // EK_A
-	ratchet   *ecdh.PrivateKey // the initiator's first ratchet key
+	ephemeral *keyPair // EK_A
+	ratchet   *keyPair // the initiator's first ratchet key
 	// encapsulate runs ML-KEM encapsulation; nil means the randomized
 	// EncapsulationKey768.Encapsulate.
 	encapsulate func(*mlkem.EncapsulationKey768) (ss, ct []byte)
@@ -115,17 +115,17 @@ func initiate(ik *IdentityPrivateKey, self Address, bundle *PreKeyBundle, keys i
 	if err != nil {
 		return nil, fmt.Errorf("crypto: pqxdh: DH1: %w", err)
 	}
-	dh2, err := x25519(ek, bundle.Identity.X25519())
+	dh2, err := ek.dh(bundle.Identity.X25519())
 	if err != nil {
 		return nil, fmt.Errorf("crypto: pqxdh: DH2: %w", err)
 	}
-	dh3, err := x25519(ek, bundle.SignedPreKey.Public)
+	dh3, err := ek.dh(bundle.SignedPreKey.Public)
 	if err != nil {
 		return nil, fmt.Errorf("crypto: pqxdh: DH3: %w", err)
 	}
 	var dh4 []byte
 	if bundle.OneTimePreKey != nil {
-		if dh4, err = x25519(ek, bundle.OneTimePreKey.Public); err != nil {
+		if dh4, err = ek.dh(bundle.OneTimePreKey.Public); err != nil {
 			return nil, fmt.Errorf("crypto: pqxdh: DH4: %w", err)
 		}
 	}
@@ -158,7 +158,7 @@ func initiate(ik *IdentityPrivateKey, self Address, bundle *PreKeyBundle, keys i
 			kemCiphertext:  ct,
 		},
 	}
-	copy(s.baseKey[:], ek.PublicKey().Bytes())
+	copy(s.baseKey[:], ek.public())
 	if bundle.OneTimePreKey != nil {
 		s.pending.hasOneTime = true
 		s.pending.oneTimePreKeyID = bundle.OneTimePreKey.ID

@@ -82,7 +82,7 @@ func genPQXDHVectors(t *testing.T, w *vectorWriter) {
 		ek, ratchet := generateX25519(), generateX25519()
 		m := make([]byte, 32)
 		rand.Read(m)
-		keys := initiatorKeys{ephemeral: ek, ratchet: ratchet, encapsulate: func(k *mlkem.EncapsulationKey768) ([]byte, []byte) {
+		keys := initiatorKeys{ephemeral: keyPairFrom(ek), ratchet: keyPairFrom(ratchet), encapsulate: func(k *mlkem.EncapsulationKey768) ([]byte, []byte) {
 			ss, ct, err := mlkemtest.Encapsulate768(k, m)
 			if err != nil {
 				t.Fatal(err)

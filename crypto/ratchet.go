@@ -63,12 +63,9 @@ type ratchetState struct {
 	// deferred until it is needed (§4.2).
 	sending bool
 
-	// The current ratchet key pair (DHs). selfKey may be nil after parsing a
-	// serialized state; it is rebuilt from selfPriv when first needed,
-	// which costs a scalar multiplication.
+	// The current ratchet key pair (DHs), as bytes (keyPair).
 	selfPriv [32]byte
 	selfPub  [PublicKeySize]byte
-	selfKey  *ecdh.PrivateKey
 
 	send      chainKey // CKs
 	sendN     uint32   // Ns: messages sent in the current (or, while !sending, the last) sending chain
@@ -89,21 +86,13 @@ func (r *ratchetState) clone() *ratchetState {
 	return &c
 }
 
-func (r *ratchetState) setSelf(k *ecdh.PrivateKey) {
-	r.selfKey = k
-	copy(r.selfPriv[:], k.Bytes())
-	copy(r.selfPub[:], k.PublicKey().Bytes())
+func (r *ratchetState) setSelf(k *keyPair) {
+	r.selfPriv, r.selfPub = k.priv, k.pub
 }
 
-func (r *ratchetState) self() (*ecdh.PrivateKey, error) {
-	if r.selfKey == nil {
-		k, err := ecdh.X25519().NewPrivateKey(r.selfPriv[:])
-		if err != nil {
-			return nil, ErrInvalidKey
-		}
-		r.selfKey = k
-	}
-	return r.selfKey, nil
+// self is the current ratchet key pair.
+func (r *ratchetState) self() *keyPair {
+	return &keyPair{priv: r.selfPriv, pub: r.selfPub}
 }
 
 // initInitiator sets up the initiator's ratchet after PQXDH. It implements
@@ -111,8 +100,8 @@ func (r *ratchetState) self() (*ecdh.PrivateKey, error) {
 // first ratchet key.
 //
 //	root key, sending chain key = KDF_RK(SK, DH(ratchet key, SPK_B))
-func initInitiator(sk [32]byte, self *ecdh.PrivateKey, spk *ecdh.PublicKey) (*ratchetState, error) {
-	dh, err := x25519(self, spk)
+func initInitiator(sk [32]byte, self *keyPair, spk *ecdh.PublicKey) (*ratchetState, error) {
+	dh, err := self.dh(spk)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +118,7 @@ func initInitiator(sk [32]byte, self *ecdh.PrivateKey, spk *ecdh.PublicKey) (*ra
 // itself (§4.2).
 func initResponder(sk [32]byte, spk *ecdh.PrivateKey) *ratchetState {
 	r := new(ratchetState)
-	r.setSelf(spk)
+	r.setSelf(keyPairFrom(spk))
 	r.root = rootKey{b: sk}
 	return r
 }
@@ -174,12 +163,12 @@ func (r *ratchetState) encrypt(prefix []byte, sessionAD, plaintext []byte) ([]by
 //	DHs = fresh key pair; PN = Ns; Ns = 0
 //	root key, CKs = KDF_RK(root key, DH(DHs, current remote ratchet key))
 func (r *ratchetState) sendingStep() error {
-	return r.sendingStepWith(generateX25519())
+	return r.sendingStepWith(mustKeyPair())
 }
 
 // sendingStepWith is sendingStep with the new ratchet key chosen by the
 // caller: only known-answer tests call it directly.
-func (r *ratchetState) sendingStepWith(self *ecdh.PrivateKey) error {
+func (r *ratchetState) sendingStepWith(self *keyPair) error {
 	if len(r.chains) == 0 {
 		return fmt.Errorf("crypto: ratchet: no remote ratchet key to send to")
 	}
@@ -187,7 +176,7 @@ func (r *ratchetState) sendingStepWith(self *ecdh.PrivateKey) error {
 	if err != nil {
 		return err
 	}
-	dh, err := x25519(self, remote)
+	dh, err := self.dh(remote)
 	if err != nil {
 		return fmt.Errorf("crypto: ratchet: %w", err)
 	}
@@ -294,11 +283,7 @@ func (r *ratchetState) decryptNewChain(m *message, ad []byte) ([]byte, error) {
 	if err != nil {
 		return nil, ErrDecrypt
 	}
-	self, err := r.self()
-	if err != nil {
-		return nil, err
-	}
-	dh, err := x25519(self, remote)
+	dh, err := r.self().dh(remote)
 	if err != nil {
 		// A small-order ratchet key: no honest peer sends one.
 		return nil, ErrDecrypt
@@ -339,7 +324,6 @@ func (r *ratchetState) decryptNewChain(m *message, ad []byte) ([]byte, error) {
 
 	// The sending half waits for the next encrypt.
 	s.sending = false
-	s.selfKey = nil
 	s.selfPriv = [32]byte{}
 	s.selfPub = [PublicKeySize]byte{}
 	s.send = chainKey{}

@@ -98,7 +98,7 @@ func Seal(sender *IdentityPrivateKey, cert *SenderCertificate, recipient Identit
 	if err := checkSealArgs(sender, cert, recipient, content); err != nil {
 		return nil, err
 	}
-	e, err := newEphemeral()
+	e, err := newKeyPair()
 	if err != nil {
 		return nil, fmt.Errorf("crypto: sealed sender: %w", err)
 	}
@@ -121,7 +121,7 @@ func checkSealArgs(sender *IdentityPrivateKey, cert *SenderCertificate, recipien
 }
 
 // sealEnvelope implements PROTOCOL.md §5.2 with a given ephemeral key.
-func sealEnvelope(e *ephemeralKey, sender *IdentityPrivateKey, cert *SenderCertificate, recipient IdentityKey, content []byte) ([]byte, error) {
+func sealEnvelope(e *keyPair, sender *IdentityPrivateKey, cert *SenderCertificate, recipient IdentityKey, content []byte) ([]byte, error) {
 	dh2, err := sender.dh(recipient.X25519())
 	if err != nil {
 		return nil, fmt.Errorf("crypto: sealed sender: recipient key: %w", err)
@@ -133,7 +133,7 @@ func sealEnvelope(e *ephemeralKey, sender *IdentityPrivateKey, cert *SenderCerti
 // sealEnvelopeStatic is sealEnvelope with the static-static
 // Diffie-Hellman output dh2 = DH(sender, recipient) already computed
 // (by the caller or a [Sealer]'s cache).
-func sealEnvelopeStatic(e *ephemeralKey, sender *IdentityPrivateKey, dh2 []byte, cert *SenderCertificate, recipient IdentityKey, content []byte) ([]byte, error) {
+func sealEnvelopeStatic(e *keyPair, sender *IdentityPrivateKey, dh2 []byte, cert *SenderCertificate, recipient IdentityKey, content []byte) ([]byte, error) {
 	ephPub := e.public()
 	recipientX := recipient.X25519().Bytes()
 

@@ -125,7 +125,7 @@ func TestSealedWrongRecipientAndCertificates(t *testing.T) {
 	// A sender who authenticates as herself but carries Carol's certificate
 	// is caught by the recipient.
 	e, _ := ecdh.X25519().GenerateKey(nil)
-	forged, err := sealEnvelope(ephemeralFrom(e), alice.key, carol.cert, bob.key.Public(), []byte("I am Carol"))
+	forged, err := sealEnvelope(keyPairFrom(e), alice.key, carol.cert, bob.key.Public(), []byte("I am Carol"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,7 +80,7 @@ func (s *Sealer) Seal(cert *SenderCertificate, recipient IdentityKey, content []
 	if err := checkSealArgs(s.ik, cert, recipient, content); err != nil {
 		return nil, err
 	}
-	e, err := newEphemeral()
+	e, err := newKeyPair()
 	if err != nil {
 		return nil, fmt.Errorf("crypto: sealed sender: %w", err)
 	}
@@ -89,7 +89,7 @@ func (s *Sealer) Seal(cert *SenderCertificate, recipient IdentityKey, content []
 }
 
 // sealWith is Seal with a given ephemeral key.
-func (s *Sealer) sealWith(e *ephemeralKey, cert *SenderCertificate, recipient IdentityKey, content []byte) ([]byte, error) {
+func (s *Sealer) sealWith(e *keyPair, cert *SenderCertificate, recipient IdentityKey, content []byte) ([]byte, error) {
 	dh2, err := s.sealDH(recipient.X25519())
 	if err != nil {
 		return nil, fmt.Errorf("crypto: sealed sender: recipient key: %w", err)

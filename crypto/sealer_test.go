@@ -33,11 +33,11 @@ func TestSealerSameBytesAsSeal(t *testing.T) {
 			t.Fatal(err)
 		}
 		content := bytes.Repeat([]byte{byte(i)}, 100*i)
-		want, err := sealEnvelope(ephemeralFrom(e), alice.key, alice.cert, bob.key.Public(), content)
+		want, err := sealEnvelope(keyPairFrom(e), alice.key, alice.cert, bob.key.Public(), content)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := s.sealWith(ephemeralFrom(e), alice.cert, bob.key.Public(), content)
+		got, err := s.sealWith(keyPairFrom(e), alice.cert, bob.key.Public(), content)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,7 +188,7 @@ func TestSealerCachedCertificateChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	e, _ := ecdh.X25519().GenerateKey(rand.Reader)
-	forged, err := sealEnvelope(ephemeralFrom(e), alice.key, carol.cert, bob.key.Public(), []byte("I am Carol"))
+	forged, err := sealEnvelope(keyPairFrom(e), alice.key, carol.cert, bob.key.Public(), []byte("I am Carol"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestSealerBounded(t *testing.T) {
 	for range 3 {
 		mallory := GenerateIdentityKey()
 		e, _ := ecdh.X25519().GenerateKey(rand.Reader)
-		env, err := sealEnvelope(ephemeralFrom(e), mallory, f.party(t, 9).cert, bob.key.Public(), []byte("x"))
+		env, err := sealEnvelope(keyPairFrom(e), mallory, f.party(t, 9).cert, bob.key.Public(), []byte("x"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -305,11 +305,11 @@ func TestSealerSealMulti(t *testing.T) {
 	for round := range 2 {
 		m := bytes.Repeat([]byte{byte(round + 1)}, 32)
 		e, _ := ecdh.X25519().GenerateKey(rand.Reader)
-		wantBody, wantHeaders, err := sealMulti(m, ephemeralFrom(e), alice.key, alice.key.dh, alice.cert, rs, []byte("hello all"))
+		wantBody, wantHeaders, err := sealMulti(m, keyPairFrom(e), alice.key, alice.key.dh, alice.cert, rs, []byte("hello all"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, headers, err := sealMulti(m, ephemeralFrom(e), alice.key, as.sealDH, alice.cert, rs, []byte("hello all"))
+		body, headers, err := sealMulti(m, keyPairFrom(e), alice.key, as.sealDH, alice.cert, rs, []byte("hello all"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -77,8 +77,8 @@ type Session struct {
 // responder needs for PQXDH, until the first reply has been decrypted.
 func InitiateSession(ik *IdentityPrivateKey, self Address, bundle *PreKeyBundle) (*Session, error) {
 	return initiate(ik, self, bundle, initiatorKeys{
-		ephemeral: generateX25519(),
-		ratchet:   generateX25519(),
+		ephemeral: mustKeyPair(),
+		ratchet:   mustKeyPair(),
 	})
 }
 

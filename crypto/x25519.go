@@ -51,17 +51,19 @@ func x25519Bytes(scalar *circl.Key, peer []byte) ([]byte, error) {
 	return out[:], nil
 }
 
-// ephemeralKey is a single-use X25519 key pair (the sealed-sender and
-// multi-recipient ephemeral E): it is generated, used for one
-// Diffie-Hellman and forgotten, so it never becomes an *ecdh.PrivateKey,
-// whose construction would compute the public key a second time.
-type ephemeralKey struct {
+// keyPair is an X25519 key pair that this package generates and uses
+// itself — the sealed-sender and multi-recipient ephemeral E, PQXDH's EK_A
+// and every ratchet key — held as bytes: it never becomes an
+// *ecdh.PrivateKey, whose construction computes the public key (again)
+// with the variable-base ladder, 2.5 times the cost of CIRCL's fixed-base
+// key generation.
+type keyPair struct {
 	priv, pub circl.Key
 }
 
-// newEphemeral generates an ephemeral key pair from crypto/rand.
-func newEphemeral() (*ephemeralKey, error) {
-	e := new(ephemeralKey)
+// newKeyPair generates a key pair from crypto/rand.
+func newKeyPair() (*keyPair, error) {
+	e := new(keyPair)
 	if _, err := rand.Read(e.priv[:]); err != nil {
 		return nil, err
 	}
@@ -69,19 +71,30 @@ func newEphemeral() (*ephemeralKey, error) {
 	return e, nil
 }
 
-// ephemeralFrom wraps an existing key pair (tests and vectors fix E).
-func ephemeralFrom(k *ecdh.PrivateKey) *ephemeralKey {
-	e := new(ephemeralKey)
+// mustKeyPair is newKeyPair for callers that cannot fail: crypto/rand
+// does not.
+func mustKeyPair() *keyPair {
+	k, err := newKeyPair()
+	if err != nil {
+		panic("crypto: crypto/rand failed: " + err.Error())
+	}
+	return k
+}
+
+// keyPairFrom wraps an existing key pair (tests and vectors fix theirs).
+func keyPairFrom(k *ecdh.PrivateKey) *keyPair {
+	e := new(keyPair)
 	copy(e.priv[:], k.Bytes())
 	copy(e.pub[:], k.PublicKey().Bytes())
 	return e
 }
 
-// public returns E's u-coordinate.
-func (e *ephemeralKey) public() []byte { return e.pub[:] }
+// public returns the public key's u-coordinate.
+func (e *keyPair) public() []byte { return e.pub[:] }
 
-// dh computes X25519(e, peer), refusing the all-zero output.
-func (e *ephemeralKey) dh(peer *ecdh.PublicKey) ([]byte, error) {
+// dh computes X25519 of the private scalar and peer, refusing the all-zero
+// output.
+func (e *keyPair) dh(peer *ecdh.PublicKey) ([]byte, error) {
 	if peer == nil {
 		return nil, ErrInvalidKey
 	}
@@ -89,4 +102,4 @@ func (e *ephemeralKey) dh(peer *ecdh.PublicKey) ([]byte, error) {
 }
 
 // forget clears the private scalar.
-func (e *ephemeralKey) forget() { clear(e.priv[:]) }
+func (e *keyPair) forget() { clear(e.priv[:]) }

@@ -58,7 +58,7 @@ func TestX25519MatchesECDH(t *testing.T) {
 		if (wantErr != nil) != (gotErr != nil) || !bytes.Equal(got, want) {
 			t.Errorf("point %d (%x): crypto/ecdh %x, %v; x25519 %x, %v", i, pt, want, wantErr, got, gotErr)
 		}
-		e := ephemeralFrom(priv)
+		e := keyPairFrom(priv)
 		got, gotErr = e.dh(pub)
 		if (wantErr != nil) != (gotErr != nil) || !bytes.Equal(got, want) {
 			t.Errorf("point %d (%x): ephemeral dh %x, %v", i, pt, got, gotErr)
@@ -83,11 +83,11 @@ func TestX25519RFC7748(t *testing.T) {
 	}
 }
 
-// TestEphemeralKeyPair checks that newEphemeral's public key is the one
+// TestEphemeralKeyPair checks that newKeyPair's public key is the one
 // crypto/ecdh derives from the same scalar.
 func TestEphemeralKeyPair(t *testing.T) {
 	for range 16 {
-		e, err := newEphemeral()
+		e, err := newKeyPair()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,7 +121,7 @@ func TestX25519Wycheproof(t *testing.T) {
 		}
 		for name, dh := range map[string]func() ([]byte, error){
 			"x25519":       func() ([]byte, error) { return x25519(priv, pub) },
-			"ephemeral dh": func() ([]byte, error) { return ephemeralFrom(priv).dh(pub) },
+			"ephemeral dh": func() ([]byte, error) { return keyPairFrom(priv).dh(pub) },
 		} {
 			shared, err := dh()
 			switch {
