@@ -269,17 +269,37 @@ func ratchetMsg(ck, pt, ad []byte, open bool, ct []byte) []byte {
 	return a.Seal(nil, nonce, pt, ad)
 }
 
+// xkey is an X25519 key pair on CIRCL, the implementation Sotto's crypto package uses: the
+// derived composites below are built on it, so that they stay the floor of Sotto's operations.
+type xkey struct{ sk, pk circl.Key }
+
+func newXKey() *xkey {
+	k := new(xkey)
+	rand.Read(k.sk[:])
+	circl.KeyGen(&k.pk, &k.sk)
+	return k
+}
+
+// dh is X25519 of k's scalar and peer.
+func (k *xkey) dh(peer *circl.Key) []byte {
+	var out circl.Key
+	if !circl.Shared(&out, &k.sk, peer) {
+		panic("x25519: low-order point")
+	}
+	return out[:]
+}
+
 // dhStep is a DH ratchet step on receiving a new ratchet key: DH with the old key into the root
 // KDF, a new key pair, DH with it into the root KDF again.
-func dhStep(old *ecdh.PrivateKey, theirs *ecdh.PublicKey, root []byte) *ecdh.PrivateKey {
-	r := hkdf64(must(old.ECDH(theirs)), root)
-	fresh := must(ecdh.X25519().GenerateKey(rand.Reader))
-	hkdf64(must(fresh.ECDH(theirs)), r[:32])
+func dhStep(old *xkey, theirs *circl.Key, root []byte) *xkey {
+	r := hkdf64(old.dh(theirs), root)
+	fresh := newXKey()
+	hkdf64(fresh.dh(theirs), r[:32])
 	return fresh
 }
 
 type pqxdhKeys struct {
-	ikA, ikB, spkB, opkB *ecdh.PrivateKey
+	ikA, ikB, spkB, opkB *xkey
 	sigPub               ed25519.PublicKey
 	spkSig, kemSig       []byte
 	kemPub               []byte
@@ -288,11 +308,10 @@ type pqxdhKeys struct {
 }
 
 func newPQXDHKeys() *pqxdhKeys {
-	gen := func() *ecdh.PrivateKey { return must(ecdh.X25519().GenerateKey(rand.Reader)) }
-	k := &pqxdhKeys{ikA: gen(), ikB: gen(), spkB: gen(), opkB: gen()}
+	k := &pqxdhKeys{ikA: newXKey(), ikB: newXKey(), spkB: newXKey(), opkB: newXKey()}
 	pub, priv := must2(ed25519.GenerateKey(rand.Reader))
 	k.sigPub = pub
-	k.spkSig = ed25519.Sign(priv, k.spkB.PublicKey().Bytes())
+	k.spkSig = ed25519.Sign(priv, k.spkB.pk[:])
 	k.dk768 = must(mlkem.GenerateKey768())
 	k.dk1024 = must(mlkem.GenerateKey1024())
 	k.kemPub = k.dk1024.EncapsulationKey().Bytes()
@@ -302,16 +321,16 @@ func newPQXDHKeys() *pqxdhKeys {
 
 // pqxdhInitiator: verify both prekey signatures, an ephemeral key, four DHs, one encapsulation,
 // one HKDF. It returns what the responder needs.
-func (k *pqxdhKeys) initiator(kem1024 bool) (*ecdh.PublicKey, []byte) {
-	if !ed25519.Verify(k.sigPub, k.spkB.PublicKey().Bytes(), k.spkSig) || !ed25519.Verify(k.sigPub, k.kemPub, k.kemSig) {
+func (k *pqxdhKeys) initiator(kem1024 bool) (*circl.Key, []byte) {
+	if !ed25519.Verify(k.sigPub, k.spkB.pk[:], k.spkSig) || !ed25519.Verify(k.sigPub, k.kemPub, k.kemSig) {
 		panic("verify")
 	}
-	ek := must(ecdh.X25519().GenerateKey(rand.Reader))
+	ek := newXKey()
 	var ikm []byte
-	ikm = append(ikm, must(k.ikA.ECDH(k.spkB.PublicKey()))...)
-	ikm = append(ikm, must(ek.ECDH(k.ikB.PublicKey()))...)
-	ikm = append(ikm, must(ek.ECDH(k.spkB.PublicKey()))...)
-	ikm = append(ikm, must(ek.ECDH(k.opkB.PublicKey()))...)
+	ikm = append(ikm, k.ikA.dh(&k.spkB.pk)...)
+	ikm = append(ikm, ek.dh(&k.ikB.pk)...)
+	ikm = append(ikm, ek.dh(&k.spkB.pk)...)
+	ikm = append(ikm, ek.dh(&k.opkB.pk)...)
 	var ss, ct []byte
 	if kem1024 {
 		ss, ct = k.dk1024.EncapsulationKey().Encapsulate()
@@ -319,16 +338,16 @@ func (k *pqxdhKeys) initiator(kem1024 bool) (*ecdh.PublicKey, []byte) {
 		ss, ct = k.dk768.EncapsulationKey().Encapsulate()
 	}
 	hkdf64(append(ikm, ss...), nil)
-	return ek.PublicKey(), ct
+	return &ek.pk, ct
 }
 
 // pqxdhResponder: four DHs, one decapsulation, one HKDF.
-func (k *pqxdhKeys) responder(ek *ecdh.PublicKey, ct []byte, kem1024 bool) {
+func (k *pqxdhKeys) responder(ek *circl.Key, ct []byte, kem1024 bool) {
 	var ikm []byte
-	ikm = append(ikm, must(k.spkB.ECDH(k.ikA.PublicKey()))...)
-	ikm = append(ikm, must(k.ikB.ECDH(ek))...)
-	ikm = append(ikm, must(k.spkB.ECDH(ek))...)
-	ikm = append(ikm, must(k.opkB.ECDH(ek))...)
+	ikm = append(ikm, k.spkB.dh(&k.ikA.pk)...)
+	ikm = append(ikm, k.ikB.dh(ek)...)
+	ikm = append(ikm, k.spkB.dh(ek)...)
+	ikm = append(ikm, k.opkB.dh(ek)...)
 	var ss []byte
 	if kem1024 {
 		ss = must(k.dk1024.Decapsulate(ct))
@@ -358,24 +377,22 @@ func benchDerived(b *testing.B) {
 		})
 	}
 	b.Run("derived/dh-ratchet-step", func(b *testing.B) {
-		old := must(ecdh.X25519().GenerateKey(rand.Reader))
-		theirs := must(ecdh.X25519().GenerateKey(rand.Reader)).PublicKey()
+		old, theirs := newXKey(), newXKey()
 		root := random(32)
 		for range b.N {
-			dhStep(old, theirs, root)
+			dhStep(old, &theirs.pk, root)
 		}
 	})
 	// A ping-pong round trip: two direction changes (a DH ratchet step each) and two messages,
 	// each encrypted and decrypted.
 	b.Run("derived/pingpong", func(b *testing.B) {
-		a := must(ecdh.X25519().GenerateKey(rand.Reader))
-		c := must(ecdh.X25519().GenerateKey(rand.Reader))
+		a, c := newXKey(), newXKey()
 		root, pt := random(32), random(64)
 		for range b.N {
-			c = dhStep(c, a.PublicKey(), root)
+			c = dhStep(c, &a.pk, root)
 			ct := ratchetMsg(ck, pt, ad, false, nil)
 			ratchetMsg(ck, nil, ad, true, ct)
-			a = dhStep(a, c.PublicKey(), root)
+			a = dhStep(a, &c.pk, root)
 			ct = ratchetMsg(ck, pt, ad, false, nil)
 			ratchetMsg(ck, nil, ad, true, ct)
 		}
@@ -408,23 +425,17 @@ func benchDerived(b *testing.B) {
 	// does the DH, the HKDF, the AEAD open and verifies the sender certificate's signature. The
 	// X25519 operations are CIRCL's, as in Sotto's crypto package.
 	b.Run("derived/sealed-sender/seal+open/256B", func(b *testing.B) {
-		var recipSK, recipPK circl.Key
-		rand.Read(recipSK[:])
-		circl.KeyGen(&recipPK, &recipSK)
+		recip := newXKey()
 		pub, priv := must2(ed25519.GenerateKey(rand.Reader))
 		cert := random(120)
 		sig := ed25519.Sign(priv, cert)
 		pt := random(256)
 		for range b.N {
-			var ephSK, ephPK, dh, dh2 circl.Key
-			rand.Read(ephSK[:])
-			circl.KeyGen(&ephPK, &ephSK)
-			circl.Shared(&dh, &ephSK, &recipPK)
-			keys := hkdf64(dh[:], nil)
+			eph := newXKey()
+			keys := hkdf64(eph.dh(&recip.pk), nil)
 			a := gcm(keys[:32])
 			ct := a.Seal(nil, keys[32:44], pt, nil)
-			circl.Shared(&dh2, &recipSK, &ephPK)
-			keys2 := hkdf64(dh2[:], nil)
+			keys2 := hkdf64(recip.dh(&eph.pk), nil)
 			must(gcm(keys2[:32]).Open(nil, keys2[32:44], ct, nil))
 			if !ed25519.Verify(pub, cert, sig) {
 				b.Fatal("verify")
