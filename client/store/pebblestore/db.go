@@ -352,6 +352,7 @@ func open(dir string, fs vfs.FS, opts *Options, sk *crypto.StoreKey, po *pebble.
 	}
 	d := &DB{dir: dir, fs: fs, rewrap: opts.rewrapFunc(), db: db, sk: sk,
 		times: boundedmap.New[string, [timeSize]byte](maxCachedTimes), unseen: boundedmap.New[string, struct{}](maxUnseenCached)}
+	d.outbox.seq = make(map[[16]byte]uint64)
 	d.life.cond.L = &d.life.Mutex
 	return d, nil
 }
@@ -564,7 +565,6 @@ func (d *DB) iterateEntered(ctx context.Context, what string, lower, upper []byt
 // (outbox.go). An outbox holds the messages not yet accepted by the relay,
 // normally a handful.
 func (d *DB) initOutbox() error {
-	d.outbox.seq = make(map[[16]byte]uint64)
 	lower := []byte{tOutbox}
 	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
 	if err != nil {

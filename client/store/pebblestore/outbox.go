@@ -63,9 +63,6 @@ func (d *DB) PutOutbox(ctx context.Context, id [16]byte, rec []byte) error {
 		return fmt.Errorf("pebblestore: put outbox: %w", err)
 	}
 	d.outbox.Lock()
-	if d.outbox.seq == nil {
-		d.outbox.seq = make(map[[16]byte]uint64) // a store just created
-	}
 	d.outbox.seq[id] = seq
 	d.outbox.Unlock()
 	return nil
