@@ -233,18 +233,66 @@ func (c *Client) applyTranscript(ctx context.Context, from crypto.DeviceID, t *c
 }
 
 // resend answers a resend request: it sends the stored message again,
-// with the same ID, over a fresh session with the requesting device.
+// with the same ID, over a fresh session with the requesting device. An
+// ID that names no message may name a batch envelope (resendBatch).
 func (c *Client) resend(ctx context.Context, from crypto.Address, conv ConversationID, id [16]byte) {
 	sm, err := c.getMessage(ctx, conv, id)
+	if errors.Is(err, ErrNotFound) {
+		c.resendBatch(ctx, from, conv, id)
+		return
+	}
 	if err != nil || !sm.Outgoing || sm.Deleted {
 		return
 	}
-	m := resendContent(id, sm)
-	// The message keeps its ID, so the recipient stores it as the message
-	// it missed; the relay gets a fresh ID, since it remembers the first.
+	c.resendMessages(from, conv, []resendItem{{id, sm}})
+}
+
+// resendScan bounds how many of a conversation's latest messages a
+// request to resend a batch envelope looks through for its members: a
+// recipient asks as soon as the envelope fails to decrypt, which is
+// normally within the last few hundred messages of the conversation.
+const resendScan = 1000
+
+// resendBatch answers a resend request for a batch envelope: each
+// outgoing message recorded as carried by it (storedMessage.Envelope) is
+// sent again, alone, oldest first.
+func (c *Client) resendBatch(ctx context.Context, from crypto.Address, conv ConversationID, envelope [16]byte) {
+	recs, err := c.st.ListMessages(ctx, conv, time.Time{}, time.Time{}, resendScan)
+	if err != nil {
+		c.log.Debug("client: resend request not answered", "err", err)
+		return
+	}
+	var items []resendItem
+	for i := len(recs) - 1; i >= 0; i-- { // newest first: walk backwards
+		sm, err := decodeStored(recs[i].Data)
+		if err == nil && sm.Outgoing && !sm.Deleted && sm.Envelope == envelope {
+			items = append(items, resendItem{recs[i].ID, sm})
+		}
+	}
+	c.resendMessages(from, conv, items)
+}
+
+// resendItem is a stored outgoing message to send again.
+type resendItem struct {
+	id [16]byte
+	sm *storedMessage
+}
+
+// resendMessages queues items for the device from, in order.
+func (c *Client) resendMessages(from crypto.Address, conv ConversationID, items []resendItem) {
+	if len(items) == 0 {
+		return
+	}
+	// Each message keeps its ID, so the recipient stores it as the
+	// message it missed; the relay gets a fresh ID, since it remembers
+	// the first. (Queued from a goroutine: resend runs under cryptoMu.)
 	go func() {
-		if err := c.enqueueRelay(c.ctx, conv, []crypto.AccountID{from.Account}, m, false, false, newID()); err != nil {
-			c.log.Debug("client: resend not queued", "err", err)
+		for _, it := range items {
+			m := resendContent(it.id, it.sm)
+			if err := c.enqueueRelay(c.ctx, conv, []crypto.AccountID{from.Account}, m, false, false, newID()); err != nil {
+				c.log.Debug("client: resend not queued", "err", err)
+				return
+			}
 		}
 	}()
 }

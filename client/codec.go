@@ -37,11 +37,12 @@ const (
 	msgEdited
 	msgDeleted
 	msgReply
+	msgEnvelope
 )
 
 // marshalStored encodes a history record.
 func marshalStored(m *storedMessage) ([]byte, error) {
-	flags := flagBits(m.Outgoing, m.Edited, m.Deleted, m.ReplyTo != nil) // in the order of msgOutgoing ...
+	flags := flagBits(m.Outgoing, m.Edited, m.Deleted, m.ReplyTo != nil, m.Envelope != [16]byte{}) // in the order of msgOutgoing ...
 	b := cryptobyte.NewBuilder(make([]byte, 0, 160+len(m.Text)))
 	b.AddUint8(recordFormatBinary)
 	b.AddUint8(flags)
@@ -55,6 +56,9 @@ func marshalStored(m *storedMessage) ([]byte, error) {
 	addString24(b, m.Text)
 	if m.ReplyTo != nil {
 		b.AddBytes(m.ReplyTo[:])
+	}
+	if m.Envelope != ([16]byte{}) {
+		b.AddBytes(m.Envelope[:])
 	}
 	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
 		for _, a := range m.Attachments {
@@ -100,6 +104,9 @@ func decodeStored(raw []byte) (*storedMessage, error) {
 	if ok && flags&msgReply != 0 {
 		m.ReplyTo = new(MessageID)
 		ok = s.CopyBytes(m.ReplyTo[:])
+	}
+	if ok && flags&msgEnvelope != 0 {
+		ok = s.CopyBytes(m.Envelope[:]) && m.Envelope != [16]byte{}
 	}
 	ok = ok && s.ReadUint16LengthPrefixed(&atts) && s.ReadUint16LengthPrefixed(&reacts) && s.Empty()
 	for ok && !atts.Empty() {

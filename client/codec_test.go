@@ -19,7 +19,7 @@ func sampleStored() *storedMessage {
 		Attachments: []Attachment{{BlobID: [16]byte{4}, Identity: "AGE-SECRET-KEY-1X", Size: 1 << 20,
 			Digest: [32]byte{5}, ContentType: "image/png", FileName: "cat.png"}},
 		Reactions: map[string]string{"b": "🎉", "a": "👍"},
-		ExpiresAt: time.Unix(1_800_000_100, 0), Timer: 90 * time.Second,
+		ExpiresAt: time.Unix(1_800_000_100, 0), Timer: 90 * time.Second, Envelope: [16]byte{8, 8},
 	}
 }
 

@@ -54,3 +54,11 @@ func StartTestEnv(t testing.TB) *testenv.Env {
 	t.Cleanup(env.Close)
 	return env
 }
+
+// DropSessionForTest forgets this device's ratchet session with addr, as a
+// device restored from an export (which carries no sessions) would have.
+func (c *Client) DropSessionForTest(addr crypto.Address) {
+	c.cryptoMu.Lock()
+	defer c.cryptoMu.Unlock()
+	c.deleteSession(context.Background(), addr)
+}

@@ -32,6 +32,10 @@ type storedMessage struct {
 	Reactions   map[string]string `json:"react,omitempty"`
 	ExpiresAt   time.Time         `json:"exp,omitzero"`
 	Timer       time.Duration     `json:"timer,omitempty"`
+	// Envelope is, for an outgoing message the relay accepted in a batch
+	// with others, the relay ID of the batch's envelope: a recipient that
+	// cannot decrypt the envelope asks for it again by that ID.
+	Envelope [16]byte `json:"env,omitzero"`
 }
 
 func (m *storedMessage) public(conv ConversationID, id [16]byte) Message {

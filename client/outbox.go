@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -178,11 +179,17 @@ type outboxEntry struct {
 	key [16]byte // the outbox key (the message ID, or the relay ID of a resend)
 	rec outboxRecord
 	m   *content.Message
+	// envelope is the relay ID of the batch envelope that carries the
+	// entry with others (zero when it travels alone); member is its
+	// encoding as a batch member.
+	envelope [16]byte
+	member   []byte
 }
 
-// outboxBatch bounds the entries one pass encrypts and sends together:
-// the send socket's window.
-const outboxBatch = sendWindow
+// outboxBatch bounds the entries one pass encrypts and sends together.
+// Entries batched into shared envelopes (see batchRun) leave fewer sends
+// than entries; the send socket's window bounds the sends in flight.
+const outboxBatch = 4 * sendWindow
 
 // flushOutbox sends every outbox entry in order, a batch at a time; it
 // stops at the first failure so that messages are accepted in order.
@@ -306,7 +313,8 @@ func (c *Client) nextBatch(ctx context.Context, max int, skip map[[16]byte]bool)
 type builtBatch struct {
 	entries     []outboxEntry
 	sends       []*wire.Send
-	transcripts []*wire.Send // nil where the entry has none
+	spans       []int        // how many entries each send carries, in order
+	transcripts []*wire.Send // per entry; nil where the entry has none
 	cert        *crypto.SenderCertificate
 	buildErr    error // why building stopped before the batch's end
 }
@@ -315,7 +323,8 @@ type builtBatch struct {
 // (batch[0] must not be one) one after another with their session writes
 // deferred, and makes the sessions durable with one sync: a ratchet step
 // must be on disk before its ciphertext leaves, otherwise a crash could
-// reuse a message key. An entry that fails to build ends the batch there
+// reuse a message key. Runs of entries for the same account share one
+// envelope (batchRun). An entry that fails to build ends the batch there
 // (buildErr); an error means nothing was built.
 func (c *Client) buildBatch(ctx context.Context, batch []outboxEntry) (*builtBatch, error) {
 	n := 0
@@ -326,32 +335,142 @@ func (c *Client) buildBatch(ctx context.Context, batch []outboxEntry) (*builtBat
 	if err != nil {
 		return nil, err
 	}
-	b := &builtBatch{cert: cert, sends: make([]*wire.Send, 0, n), transcripts: make([]*wire.Send, 0, n)}
+	b := &builtBatch{cert: cert, transcripts: make([]*wire.Send, 0, n)}
 	dctx := deferWrites(ctx)
-	for i := range batch[:n] {
-		e := &batch[i]
-		send, err := c.buildSend(dctx, &e.rec, e.m, cert, false)
+	built := 0
+	for built < n {
+		run := c.batchRun(batch[built:n])
+		send, trs, err := c.buildRun(dctx, run, cert)
 		if err != nil {
 			b.buildErr = err
 			break
 		}
-		var tr *wire.Send
-		if e.rec.Sync {
-			if tr, err = c.buildSend(dctx, &e.rec, e.m, cert, true); err != nil {
-				b.buildErr = err
-				break
-			}
-		}
-		b.sends, b.transcripts = append(b.sends, send), append(b.transcripts, tr)
+		b.sends, b.spans = append(b.sends, send), append(b.spans, len(run))
+		b.transcripts = append(b.transcripts, trs...)
+		built += len(run)
 	}
-	if len(b.sends) == 0 {
+	if built == 0 {
 		return nil, b.buildErr
 	}
-	b.entries = batch[:len(b.sends)]
+	b.entries = batch[:built]
 	if err := c.sync(ctx); err != nil {
 		return nil, err
 	}
 	return b, nil
+}
+
+// buildRun builds the send for a run of entries (one envelope per
+// recipient device) and the transcripts of its entries.
+func (c *Client) buildRun(ctx context.Context, run []outboxEntry, cert *crypto.SenderCertificate) (*wire.Send, []*wire.Send, error) {
+	var (
+		send *wire.Send
+		err  error
+	)
+	if len(run) == 1 {
+		send, err = c.buildSend(ctx, &run[0].rec, run[0].m, cert, false)
+	} else {
+		send, err = c.buildBatchSend(ctx, run, cert)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	trs := make([]*wire.Send, len(run))
+	for i := range run {
+		if run[i].rec.Sync {
+			if trs[i], err = c.buildSend(ctx, &run[i].rec, run[i].m, cert, true); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	return send, trs, nil
+}
+
+// Batches (content.KindBatch): when several messages for one account wait
+// in the outbox, they travel in one envelope per recipient device, so the
+// sealed-sender and ratchet work, the relay's stored entry and the
+// recipient's acknowledgement are paid once for the run instead of once
+// per message. Each member keeps its own ID, and the recipient handles it
+// exactly as the same message received alone (de-duplication by ID
+// included). A batch's relay ID is derived from its members' IDs, so a
+// retry of the same run is the same relay message (the relay drops the
+// copy), and a retry that runs differently is a new one whose members the
+// recipient has already seen, or not, by ID. Transcripts for this
+// account's other devices still go one per message.
+
+// batchable reports whether an outbox entry may share an envelope: a 1:1
+// message of a kind batches carry, sent for the first time (a resend
+// keeps the relay ID it was asked under).
+func (e *outboxEntry) batchable() bool {
+	return !e.rec.Group && !e.rec.Ephemeral && e.rec.RelayID == [16]byte{} && len(e.rec.To) == 1 && e.m.CanBatch()
+}
+
+// batchRun returns the entries at the head of entries that go in one
+// envelope: the first alone, or the longest run of batchable entries for
+// the same account whose batch fits an envelope; it sets each member's
+// encoding and the batch's relay ID on the run's entries.
+func (c *Client) batchRun(entries []outboxEntry) []outboxEntry {
+	first := &entries[0]
+	if !first.batchable() {
+		return entries[:1]
+	}
+	// The batch's own encoding: header, access key and batch fields.
+	size := 1 + 1 + 16 + 8 + (1 + 3 + 32) + (1 + 3)
+	n := 0
+	for n < len(entries) && n < content.MaxBatchMembers {
+		e := &entries[n]
+		if !e.batchable() || e.rec.To[0] != first.rec.To[0] {
+			break
+		}
+		if e.member == nil {
+			m := *e.m
+			m.AccessKey = [32]byte{}
+			b, err := m.Marshal()
+			if err != nil {
+				break
+			}
+			e.member = b
+		}
+		if !fitsEnvelope(size+2+len(e.member), false) {
+			break
+		}
+		size += 2 + len(e.member)
+		n++
+	}
+	if n < 2 {
+		return entries[:1]
+	}
+	run := entries[:n]
+	id := batchID(run)
+	for i := range run {
+		run[i].envelope = id
+	}
+	return run
+}
+
+// batchID is the relay ID of a batch: the first 16 bytes of SHA-256 over
+// a label and its members' IDs, in order.
+func batchID(run []outboxEntry) [16]byte {
+	h := sha256.New()
+	h.Write([]byte("sotto batch relay ID"))
+	for i := range run {
+		h.Write(run[i].rec.ID[:])
+	}
+	return [16]byte(h.Sum(nil))
+}
+
+// buildBatchSend builds one send carrying a run of entries as a batch.
+func (c *Client) buildBatchSend(ctx context.Context, run []outboxEntry, cert *crypto.SenderCertificate) (*wire.Send, error) {
+	bm := &content.Message{Kind: content.KindBatch, ID: run[0].envelope, Sent: run[0].m.Sent, AccessKey: c.id.accessKey,
+		Batch: make([][]byte, len(run))}
+	for i := range run {
+		bm.Batch[i] = run[i].member
+	}
+	raw, err := bm.Marshal()
+	if err != nil {
+		return nil, wrap("encode batch", err)
+	}
+	rec := &outboxRecord{V: recordVersion, ID: bm.ID, Conv: run[0].rec.Conv, To: run[0].rec.To, Content: raw}
+	return c.buildSend(ctx, rec, bm, cert, false)
 }
 
 // sendBuilt sends a built batch, in order, and finalizes the entries the
@@ -395,32 +514,41 @@ func (c *Client) sendBuilt(ctx context.Context, s *sender, b *builtBatch) (compl
 		}
 	}
 
-	// Accepted entries, in order up to the first without a 200: their
-	// transcripts go out (identified, over HTTP), then they are finalized.
+	// Accepted entries, in order up to the first send without a 200:
+	// their transcripts go out (identified, over HTTP), then they are
+	// finalized.
 	batch := b.entries
-	k := 0
-	for ; k < len(batch); k++ {
-		if results[k] == nil || results[k].Status != http.StatusOK {
+	k := 0 // entries accepted
+	j := 0 // sends accepted
+	for ; j < len(b.sends); j++ {
+		if results[j] == nil || results[j].Status != http.StatusOK {
 			break
 		}
-		if tr := b.transcripts[k]; tr != nil {
-			if err := c.postTranscript(ctx, &batch[k], tr, b.cert); err != nil {
-				c.finalizeBatch(ctx, batch[:k], nil)
-				return false, err
+		for i := k; i < k+b.spans[j]; i++ {
+			if tr := b.transcripts[i]; tr != nil {
+				if err := c.postTranscript(ctx, &batch[i], tr, b.cert); err != nil {
+					c.finalizeBatch(ctx, batch[:i], nil)
+					return false, err
+				}
 			}
 		}
+		k += b.spans[j]
 	}
 	c.finalizeBatch(ctx, batch[:k], nil)
 	switch {
-	case k == len(batch):
+	case j == len(b.sends):
 		return b.buildErr == nil, b.buildErr
-	case results[k] == nil:
+	case results[j] == nil:
 		if sendErr == nil {
 			sendErr = errors.New("client: relay did not answer a send")
 		}
 		return false, sendErr
 	default:
-		return false, c.sendOne(ctx, &batch[k])
+		// The refused send's first entry goes alone through deliver; the
+		// rest of its run is built afresh in the next batch.
+		e := batch[k]
+		e.envelope = [16]byte{}
+		return false, c.sendOne(ctx, &e)
 	}
 }
 
@@ -469,16 +597,17 @@ func (c *Client) finalizeBatch(ctx context.Context, accepted []outboxEntry, refu
 		return
 	}
 	type fin struct {
-		key  [16]byte
-		rec  outboxRecord
-		sent bool
+		key      [16]byte
+		rec      outboxRecord
+		envelope [16]byte
+		sent     bool
 	}
 	list := make([]fin, 0, len(accepted)+1)
 	for i := range accepted {
-		list = append(list, fin{accepted[i].key, accepted[i].rec, true})
+		list = append(list, fin{accepted[i].key, accepted[i].rec, accepted[i].envelope, true})
 	}
 	if refused != nil {
-		list = append(list, fin{refused.key, refused.rec, false})
+		list = append(list, fin{refused.key, refused.rec, [16]byte{}, false})
 	}
 	for _, f := range list {
 		c.finalizing.Store(f.key, true)
@@ -506,7 +635,7 @@ func (c *Client) finalizeBatch(ctx context.Context, accepted []outboxEntry, refu
 		}
 		var updates []Message
 		for _, f := range sent {
-			if sm, ok := c.markSent(dctx, f.rec.Conv, f.rec.ID); ok {
+			if sm, ok := c.markSent(dctx, f.rec.Conv, f.rec.ID, f.envelope); ok {
 				updates = append(updates, sm)
 			}
 		}
@@ -521,19 +650,31 @@ func (c *Client) finalizeBatch(ctx context.Context, accepted []outboxEntry, refu
 	}()
 }
 
-// markSent moves an outgoing message's status to Sent, if it is behind.
-func (c *Client) markSent(ctx context.Context, conv ConversationID, id [16]byte) (Message, bool) {
+// markSent moves an outgoing message's status to Sent, if it is behind,
+// and records the batch envelope that carried it (if not zero).
+func (c *Client) markSent(ctx context.Context, conv ConversationID, id, envelope [16]byte) (Message, bool) {
 	c.statusMu.Lock()
 	defer c.statusMu.Unlock()
 	sm, err := c.getMessage(ctx, conv, id)
-	if err != nil || !sm.Outgoing || sm.Status >= StatusSent {
+	if err != nil || !sm.Outgoing {
 		return Message{}, false
 	}
-	sm.Status = StatusSent
+	// The recipient's receipt may have moved the status on already; the
+	// envelope is recorded all the same.
+	behind := sm.Status < StatusSent
+	if !behind && (envelope == [16]byte{} || sm.Envelope == envelope) {
+		return Message{}, false
+	}
+	if behind {
+		sm.Status = StatusSent
+	}
+	if envelope != ([16]byte{}) {
+		sm.Envelope = envelope
+	}
 	if c.putMessage(ctx, conv, id, sm) != nil {
 		return Message{}, false
 	}
-	return sm.public(conv, id), true
+	return sm.public(conv, id), behind
 }
 
 // permanentError is a refusal that retrying cannot fix (410, 400, 413).

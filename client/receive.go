@@ -17,13 +17,10 @@ import (
 // unless ctx came from store.Deferred (then the caller syncs).
 func (c *Client) handleDelivery(ctx context.Context, relayID [16]byte, header, body []byte, ephemeral bool) error {
 	evs, err := c.receive(ctx, relayID, header, body, ephemeral)
-	if err != nil {
-		return err
-	}
 	for _, ev := range evs {
 		c.emit(ev)
 	}
-	return nil
+	return err
 }
 
 // sync makes the writes made under a store.Deferred context durable: one
@@ -40,7 +37,10 @@ func (c *Client) sync(ctx context.Context) error {
 }
 
 // receive is handleDelivery without the emitting: it returns the events
-// for the caller to emit once the writes are durable.
+// for the caller to emit once the writes are durable. With a local error
+// it may return events too: those of the members of a batch (PROTOCOL.md
+// §7) stored and marked seen before the failure, which the redelivery of
+// the batch skips as seen; the caller emits them all the same.
 func (c *Client) receive(ctx context.Context, relayID [16]byte, header, body []byte, ephemeral bool) ([]Event, error) {
 	var (
 		cert  *crypto.SenderCertificate
@@ -114,23 +114,37 @@ func (c *Client) receive(ctx context.Context, relayID [16]byte, header, body []b
 	if err == nil && group && (m.Group == [16]byte{} || !groupKinds[m.Kind]) {
 		err = errors.New("client: not a group message")
 	}
-	if err == nil {
+	msgs := []*content.Message{m}
+	if err == nil && m.Kind == content.KindBatch {
+		// Several messages sent together: each is handled as if it had
+		// come alone (PROTOCOL.md §7).
+		msgs, err = m.Members()
+	}
+	for i := 0; err == nil && i < len(msgs); i++ {
 		// Check, store, then record as seen (deliveries are serialised by
 		// cryptoMu): if storing fails, the relay delivers the message again
 		// and it is not mistaken for a duplicate.
+		m := msgs[i]
 		if seen, serr := c.st.Seen(ctx, sender.Account, m.ID); serr != nil {
 			c.cryptoMu.Unlock()
-			return nil, wrap("seen", serr)
-		} else if !seen {
-			evs, err = c.apply(ctx, sender, contact, m, ephemeral)
-			if err != nil && isLocal(err) {
-				c.cryptoMu.Unlock()
-				return nil, err
-			}
-			if _, serr := c.st.MarkSeen(ctx, sender.Account, m.ID, c.now()); serr != nil {
-				c.cryptoMu.Unlock()
-				return nil, wrap("mark seen", serr)
-			}
+			return evs, wrap("seen", serr)
+		} else if seen {
+			continue
+		}
+		mevs, aerr := c.apply(ctx, sender, contact, m, ephemeral)
+		if aerr != nil && isLocal(aerr) {
+			c.cryptoMu.Unlock()
+			return evs, aerr
+		}
+		if aerr != nil {
+			c.log.Debug("client: dropping malformed content", "sender", sender.String(), "err", aerr)
+		}
+		evs = append(evs, mevs...)
+		if _, serr := c.st.MarkSeen(ctx, sender.Account, m.ID, c.now()); serr != nil {
+			// The message is stored: its redelivery will not show it
+			// again (its ID is taken), so its events go out now.
+			c.cryptoMu.Unlock()
+			return evs, wrap("mark seen", serr)
 		}
 	}
 	if err != nil {
@@ -280,9 +294,20 @@ func (c *Client) commitSession(ctx context.Context, addr crypto.Address, sess *c
 // requestResend asks the sender to send a message again over a fresh
 // session: this device drops its session with the sender's device, so the
 // request itself starts a new session from the sender's prekey bundle.
+// A session this device started and the sender has not answered yet is
+// kept: it is the one an earlier request started, and the messages that
+// still fail were sent before the sender saw it (dropping it would start
+// yet another session, which the sender's answers to the earlier
+// requests would miss).
 func (c *Client) requestResend(ctx context.Context, sender crypto.Address, relayID [16]byte) {
 	c.cryptoMu.Lock()
-	c.deleteSession(ctx, sender)
+	if sess, err := c.loadSession(ctx, sender); err == nil {
+		if sess.AwaitingReply() {
+			c.sessions.put(sender, sess) // unchanged: back in the cache
+		} else {
+			c.deleteSession(ctx, sender)
+		}
+	}
 	c.cryptoMu.Unlock()
 	if sender.Account == c.id.account {
 		return

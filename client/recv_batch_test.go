@@ -224,7 +224,18 @@ func TestRecvAckOnlyAfterSync(t *testing.T) {
 
 	const n = 30
 	bobStore.fail.Store(true)
-	recvSendAll(t, alice, ab, "unsynced", n)
+	// One at a time, so that each message is an envelope of its own (the
+	// relay's backlog below counts envelopes).
+	for i := range n {
+		id, err := alice.c.Send(ctx, ab, Text(fmt.Sprintf("unsynced %04d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		alice.next("message sent", func(ev Event) bool {
+			u, ok := ev.(UpdateEvent)
+			return ok && u.Message.ID == id && u.Message.Status >= StatusSent
+		})
+	}
 	for i := range n {
 		if m, want := bob.nextMessage(), fmt.Sprintf("unsynced %04d", i); m.Text != want {
 			t.Fatalf("message %d = %q, want %q", i, m.Text, want)

@@ -216,11 +216,11 @@ func (c *Client) receiveBatch(ctx context.Context, ws *websocket.Conn, batch []*
 	)
 	for _, d := range batch {
 		e, err := c.receive(dctx, d.ID, d.Header, d.Body, false)
+		evs = append(evs, e...)
 		if err != nil {
 			failed = err
 			break
 		}
-		evs = append(evs, e...)
 		done++
 	}
 	defer func() {

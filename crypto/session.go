@@ -175,6 +175,11 @@ func (s *Session) Decrypt(msg []byte) ([]byte, error) {
 	return pt, nil
 }
 
+// AwaitingReply reports whether this device started the session and has
+// not yet decrypted a reply in it: its messages still carry the prekey
+// fields (PROTOCOL.md §3.4).
+func (s *Session) AwaitingReply() bool { return s.pending != nil }
+
 // LocalAddress returns this device's address in the session.
 func (s *Session) LocalAddress() Address { return s.local }
 

@@ -1,8 +1,9 @@
 // Package content defines the plaintext of Sotto messages: what one client
 // tells another inside an end-to-end encrypted envelope (text, replies,
 // reactions, edits, deletions, receipts, typing, attachments, group control,
-// sender-key distribution, resend requests and transcripts for the sender's
-// own devices), and its one canonical binary encoding.
+// sender-key distribution, resend requests, transcripts for the sender's
+// own devices, and batches of several 1:1 messages sent together), and its
+// one canonical binary encoding.
 //
 // It is not responsible for padding (the client pads the encoding with
 // crypto.Pad before encryption), for encryption, or for deciding whether a
@@ -58,6 +59,11 @@ const (
 	MaxNestedLen = MaxTextLen + 64<<10
 	// MaxDataLen bounds an opaque data field (provisioning, profile).
 	MaxDataLen = 64 << 10
+	// MaxBatchMembers bounds the messages one batch carries.
+	MaxBatchMembers = 64
+	// MaxBatchLen bounds the encoding of a batch's members together; a
+	// client also keeps a batch within its per-device envelope.
+	MaxBatchLen = MaxNestedLen
 )
 
 // TranscriptOverhead is how much longer a transcript's encoding is than
@@ -86,11 +92,12 @@ const (
 	KindTranscript    Kind = 11 // Destination, Nested: a message this account sent, for its own devices
 	KindProfile       Kind = 12 // AccessKey (and nothing else): introduce the sender's delivery key
 	KindProvision     Kind = 13 // Data: account data for a newly linked device
-	kindMax                = KindProvision
+	KindBatch         Kind = 14 // Batch, AccessKey: several 1:1 messages in one envelope (see Members)
+	kindMax                = KindBatch
 )
 
 var kindNames = [...]string{"", "text", "reaction", "edit", "delete", "timer", "receipt", "typing",
-	"group-update", "sender-key", "resend-request", "transcript", "profile", "provision"}
+	"group-update", "sender-key", "resend-request", "transcript", "profile", "provision", "batch"}
 
 // String returns the kind's name.
 func (k Kind) String() string {
@@ -183,8 +190,9 @@ type Message struct {
 	GroupState  *Group
 	SenderKey   []byte
 	Destination *Destination
-	Nested      []byte // an encoded Message (transcript)
-	Data        []byte // opaque data (provisioning)
+	Nested      []byte   // an encoded Message (transcript)
+	Data        []byte   // opaque data (provisioning)
+	Batch       [][]byte // encoded Messages (batch), in sending order
 }
 
 // Field tags, in encoding order.
@@ -204,6 +212,8 @@ const (
 	tagDestination = 13
 	tagNested      = 14
 	tagData        = 15
+	tagBatch       = 16
+	tagMax         = tagBatch
 )
 
 const (
@@ -309,6 +319,13 @@ func (m *Message) Marshal() ([]byte, error) {
 	if len(m.Data) > 0 {
 		field(tagData, func(b *cryptobyte.Builder) { b.AddBytes(m.Data) })
 	}
+	if len(m.Batch) > 0 {
+		field(tagBatch, func(b *cryptobyte.Builder) {
+			for _, mem := range m.Batch {
+				b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(mem) })
+			}
+		})
+	}
 	out, err := b.Bytes()
 	if err != nil {
 		return nil, fmt.Errorf("content: marshal: %w", err)
@@ -331,6 +348,7 @@ var allowed = [...]uint32{
 	KindTranscript:    1<<tagDestination | 1<<tagNested,
 	KindProfile:       1 << tagAccessKey,
 	KindProvision:     1 << tagData,
+	KindBatch:         1<<tagAccessKey | 1<<tagBatch,
 }
 
 // required lists the fields each kind must carry; KindText needs text or
@@ -346,6 +364,7 @@ var required = [...]uint32{
 	KindTranscript:    1<<tagDestination | 1<<tagNested,
 	KindProfile:       1 << tagAccessKey,
 	KindProvision:     1 << tagData,
+	KindBatch:         1 << tagBatch,
 }
 
 // present returns the set of tags m would encode.
@@ -371,6 +390,7 @@ func (m *Message) present() uint32 {
 	set(tagDestination, m.Destination != nil)
 	set(tagNested, len(m.Nested) > 0)
 	set(tagData, len(m.Data) > 0)
+	set(tagBatch, len(m.Batch) > 0)
 	return p
 }
 
@@ -435,7 +455,66 @@ func (m *Message) check() error {
 	if len(m.SenderKey) > MaxSenderKeyLen || len(m.Nested) > MaxNestedLen || len(m.Data) > MaxDataLen {
 		return malformed("field too long")
 	}
+	if len(m.Batch) > 0 {
+		// A batch of one is a message sent on its own.
+		if len(m.Batch) < 2 || len(m.Batch) > MaxBatchMembers {
+			return malformed("batch size")
+		}
+		n := 0
+		for _, mem := range m.Batch {
+			if len(mem) == 0 || len(mem) > 0xffff {
+				return malformed("batch member")
+			}
+			n += len(mem)
+		}
+		if n > MaxBatchLen {
+			return malformed("batch too long")
+		}
+	}
 	return nil
+}
+
+// batchKinds are the kinds a batch may carry: the 1:1 messages a client
+// sends to one account in quick succession. Group messages go as
+// multi-recipient messages, and the kinds that set up or repair sessions
+// and devices (profile, resend request, transcript, provisioning) travel
+// alone.
+var batchKinds = [kindMax + 1]bool{KindText: true, KindReaction: true, KindEdit: true, KindDelete: true,
+	KindTimer: true, KindReceipt: true}
+
+// CanBatch reports whether m may travel in a batch.
+func (m *Message) CanBatch() bool {
+	return batchKinds[m.Kind] && m.Group == [16]byte{}
+}
+
+// Members parses the messages of a batch. Each member must be a
+// canonical encoding of a kind that may travel in a batch (CanBatch),
+// without an access key (the batch carries the sender's, which Members
+// copies into each member), and IDs must not repeat. One invalid member
+// makes the whole batch an error: it is dropped as one malformed message
+// would be.
+func (m *Message) Members() ([]*Message, error) {
+	if m.Kind != KindBatch {
+		return nil, malformed("not a batch")
+	}
+	out := make([]*Message, 0, len(m.Batch))
+	ids := make(map[[16]byte]bool, len(m.Batch))
+	for _, raw := range m.Batch {
+		mem, err := Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("batch member: %w", err)
+		}
+		if !mem.CanBatch() || mem.AccessKey != ([32]byte{}) {
+			return nil, malformed("batch member of kind " + mem.Kind.String())
+		}
+		if ids[mem.ID] {
+			return nil, malformed("batch member ID repeated")
+		}
+		ids[mem.ID] = true
+		mem.AccessKey = m.AccessKey
+		out = append(out, mem)
+	}
+	return out, nil
 }
 
 // Parse decodes a canonical encoding of a Message. It rejects unknown
@@ -468,7 +547,7 @@ func Parse(data []byte) (*Message, error) {
 		if !s.ReadUint8(&tag) || !s.ReadUint24LengthPrefixed(&v) {
 			return nil, malformed("field")
 		}
-		if int(tag) <= last || tag > tagData {
+		if int(tag) <= last || tag > tagMax {
 			return nil, malformed("field order")
 		}
 		last = int(tag)
@@ -589,6 +668,15 @@ func (m *Message) parseField(tag uint8, v cryptobyte.String) error {
 			return malformed("data too long")
 		}
 		m.Data = append([]byte(nil), v...)
+	case tagBatch:
+		for ok && !v.Empty() {
+			if len(m.Batch) == MaxBatchMembers {
+				return malformed("batch size")
+			}
+			var mem cryptobyte.String
+			ok = v.ReadUint16LengthPrefixed(&mem)
+			m.Batch = append(m.Batch, append([]byte(nil), mem...))
+		}
 	}
 	if !ok {
 		return malformed("field " + fmt.Sprint(tag))

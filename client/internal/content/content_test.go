@@ -40,7 +40,24 @@ func samples() []*Message {
 		{Kind: KindTranscript, ID: id, Sent: t0, Destination: &Destination{Account: acct}, Nested: []byte{1, 2}},
 		{Kind: KindProfile, ID: id, Sent: t0, AccessKey: [32]byte{1}},
 		{Kind: KindProvision, ID: id, Sent: t0, Data: []byte("x")},
+		{Kind: KindBatch, ID: id, Sent: t0, AccessKey: [32]byte{6}, Batch: batchOf(
+			&Message{Kind: KindText, ID: [16]byte{1}, Sent: t0, Text: "one"},
+			&Message{Kind: KindReaction, ID: [16]byte{2}, Sent: t0, Target: [16]byte{1}, Emoji: "👍"},
+			&Message{Kind: KindReceipt, ID: [16]byte{3}, Sent: t0, Receipt: &Receipt{Type: ReceiptDelivered, IDs: [][16]byte{{4}}}})},
 	}
+}
+
+// batchOf encodes messages as the members of a batch.
+func batchOf(ms ...*Message) [][]byte {
+	var out [][]byte
+	for _, m := range ms {
+		b, err := m.Marshal()
+		if err != nil {
+			panic(err)
+		}
+		out = append(out, b)
+	}
+	return out
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -161,6 +178,11 @@ func TestParseHostile(t *testing.T) {
 		"destination both":     cat(header(KindTranscript), field(tagDestination, cat([]byte{1}, make([]byte, 19), []byte{1}, make([]byte, 15))...)),
 		"destination none":     cat(header(KindTranscript), field(tagDestination, make([]byte, 36)...)),
 		"attachment truncated": cat(header(KindText), field(tagAttachments, 1, 2, 3)),
+		"batch of one":         cat(header(KindBatch), field(tagBatch, u16(textMember)...)),
+		"batch empty member":   cat(header(KindBatch), field(tagBatch, cat(u16(textMember), []byte{0, 0})...)),
+		"batch truncated":      cat(header(KindBatch), field(tagBatch, cat(u16(textMember), []byte{0, 9, 1})...)),
+		"batch too many":       cat(header(KindBatch), field(tagBatch, bytes.Repeat(u16(textMember), MaxBatchMembers+1)...)),
+		"batch field on text":  cat(header(KindText), field(tagText, 'a'), field(tagBatch, cat(u16(textMember), u16(textMember))...)),
 	}
 	for name, in := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -187,6 +209,67 @@ func TestParseHostile(t *testing.T) {
 	}
 }
 
+// textMember is an encoded text message, a valid batch member.
+var textMember, _ = (&Message{Kind: KindText, ID: [16]byte{1}, Sent: t0, Text: "a"}).Marshal()
+
+// u16 prefixes b with its length as a batch member is.
+func u16(b []byte) []byte { return cat([]byte{byte(len(b) >> 8), byte(len(b))}, b) }
+
+func TestBatchMembers(t *testing.T) {
+	key := [32]byte{6}
+	good := &Message{Kind: KindBatch, ID: [16]byte{9}, Sent: t0, AccessKey: key, Batch: batchOf(
+		&Message{Kind: KindText, ID: [16]byte{1}, Sent: t0, Text: "one"},
+		&Message{Kind: KindDelete, ID: [16]byte{2}, Sent: t0, Target: [16]byte{1}})}
+	ms, err := good.Members()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 2 || ms[0].Text != "one" || ms[1].Kind != KindDelete || ms[0].AccessKey != key || ms[1].AccessKey != key {
+		t.Fatalf("Members = %+v", ms)
+	}
+	if _, err := (&Message{Kind: KindText, Text: "x"}).Members(); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("Members of a text: %v", err)
+	}
+
+	// Members that may not travel in a batch, each beside a valid one.
+	bad := map[string]*Message{
+		"nested batch":   good,
+		"group message":  {Kind: KindText, ID: [16]byte{3}, Sent: t0, Group: [16]byte{4}, Text: "g"},
+		"typing":         {Kind: KindTyping, ID: [16]byte{3}, Sent: t0, Typing: true},
+		"resend request": {Kind: KindResendRequest, ID: [16]byte{3}, Sent: t0, Target: [16]byte{1}},
+		"transcript":     {Kind: KindTranscript, ID: [16]byte{3}, Sent: t0, Destination: &Destination{Group: [16]byte{1}}, Nested: []byte{1}},
+		"profile":        {Kind: KindProfile, ID: [16]byte{3}, Sent: t0, AccessKey: key},
+		"own access key": {Kind: KindText, ID: [16]byte{3}, Sent: t0, AccessKey: key, Text: "k"},
+		"repeated ID":    {Kind: KindText, ID: [16]byte{1}, Sent: t0, Text: "again"},
+	}
+	for name, mem := range bad {
+		t.Run(name, func(t *testing.T) {
+			b := &Message{Kind: KindBatch, ID: [16]byte{9}, Sent: t0, Batch: batchOf(
+				&Message{Kind: KindText, ID: [16]byte{1}, Sent: t0, Text: "one"}, mem)}
+			raw, err := b.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			parsed, err := Parse(raw)
+			if err != nil {
+				t.Fatal(err) // the framing is valid; the member is not
+			}
+			if ms, err := parsed.Members(); ms != nil || !errors.Is(err, ErrMalformed) {
+				t.Fatalf("Members = %v, %v; want nil, ErrMalformed", ms, err)
+			}
+		})
+	}
+	// A member that does not parse at all.
+	raw := cat(header(KindBatch), field(tagBatch, cat(u16(textMember), u16([]byte{Version, 99}))...))
+	parsed, err := Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parsed.Members(); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("Members with a garbage member: %v", err)
+	}
+}
+
 func FuzzContent(f *testing.F) {
 	for _, m := range samples() {
 		b, _ := m.Marshal()
@@ -206,6 +289,17 @@ func FuzzContent(f *testing.F) {
 		}
 		if !bytes.Equal(out, data) {
 			t.Fatalf("parse then marshal differs:\n in %x\nout %x", data, out)
+		}
+		if m.Kind == KindBatch {
+			ms, err := m.Members()
+			if err != nil && ms != nil {
+				t.Fatal("members with an error")
+			}
+			for _, mem := range ms {
+				if !mem.CanBatch() || mem.AccessKey != m.AccessKey {
+					t.Fatalf("member %v accepted", mem.Kind)
+				}
+			}
 		}
 	})
 }

@@ -1,0 +1,160 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sotto-im/sotto/client"
+	"github.com/sotto-im/sotto/crypto"
+)
+
+// queueWhileRefused sends n messages "<prefix> <i>" from alice while her
+// send socket is refused (tap), so that they wait in the outbox together,
+// then lets the socket through and wakes the outbox.
+func queueWhileRefused(t *testing.T, tap *sendTap, alice *party, ab client.ConversationID, prefix string, n int) {
+	t.Helper()
+	tap.mu.Lock()
+	tap.refuse = true
+	tap.mu.Unlock()
+	if err := <-burst(alice, ab, prefix, 0, n); err != nil {
+		t.Fatal(err)
+	}
+	tap.mu.Lock()
+	tap.refuse = false
+	tap.mu.Unlock()
+	// A Send wakes the outbox from its backoff.
+	if _, err := alice.c.Send(context.Background(), ab, client.Text("wake up")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Messages waiting together in the outbox travel in shared envelopes
+// (batches): they arrive in order, once each, in the recipient's history,
+// with far fewer relay sends than messages, and the sender's statuses move
+// on for each of them.
+func TestBatchedSendsArriveInOrderOnce(t *testing.T) {
+	const n = 300
+	env := startEnv(t)
+	tap := newSendTap(t, env.RelayURL)
+	alice := diskPartyVia(t, env, tap.URL())
+	bob := diskPartyVia(t, env, env.RelayURL)
+	ab, ba := befriend(t, alice, bob)
+	queueWhileRefused(t, tap, alice, ab, "batched", n)
+	expectInOrder(t, bob, "batched", 0, n, nil)
+	expectNoMore(t, bob, "batched")
+
+	ctx := context.Background()
+	hist, err := bob.c.History(ctx, ba, time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != n+1 { // and "wake up"
+		t.Fatalf("bob's history holds %d messages, want %d", len(hist), n+1)
+	}
+	_, frames, _, _ := tap.check()
+	if frames > n/4 {
+		t.Fatalf("%d relay sends for %d messages: not batched", frames, n)
+	}
+	t.Logf("%d messages in %d relay sends", n+1, frames)
+
+	// Every message reaches Delivered at the sender (bob's receipts name
+	// each member's ID).
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		mine, err := alice.c.History(ctx, ab, time.Time{}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		behind := 0
+		for _, m := range mine {
+			if m.Status < client.StatusDelivered {
+				behind++
+			}
+		}
+		if behind == 0 && len(mine) == n+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of alice's %d messages not delivered", behind, len(mine))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A batch envelope the recipient cannot decrypt (it lost its session with
+// the sender, as a device restored from an export has) is asked for again
+// by its relay ID, and the sender sends each of its messages again: none
+// is lost, none shows twice. (Resent messages arrive after the envelopes
+// that decrypted, as they would unbatched; the history orders them by
+// their sent times.)
+func TestBatchResendAfterLostSession(t *testing.T) {
+	const n = 60
+	env := startEnv(t)
+	tap := newSendTap(t, env.RelayURL)
+	alice := diskPartyVia(t, env, tap.URL())
+	bob := diskPartyVia(t, env, env.RelayURL)
+	ab, ba := befriend(t, alice, bob)
+	ctx := context.Background()
+	if _, err := alice.c.Send(ctx, ab, client.Text("before")); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitMessage("before")
+
+	bob.c.DropSessionForTest(crypto.Address{Account: alice.c.Account(), Device: alice.c.Address().Device})
+	queueWhileRefused(t, tap, alice, ab, "lost", n)
+	expectEachOnce(t, bob, "lost", n)
+	expectNoMore(t, bob, "lost")
+	hist, err := bob.c.History(ctx, ba, time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[client.MessageID]bool{}
+	for _, m := range hist {
+		if seen[m.ID] {
+			t.Fatalf("message %q twice in bob's history", m.Text)
+		}
+		seen[m.ID] = true
+	}
+	if len(hist) != n+2 { // and "before", "wake up"
+		t.Fatalf("bob's history holds %d messages, want %d", len(hist), n+2)
+	}
+	if _, frames, _, _ := tap.check(); frames >= n {
+		t.Fatalf("%d relay sends for %d messages: the first attempt was not batched", frames, n)
+	}
+}
+
+// expectEachOnce reads p's messages whose text starts with prefix until
+// "<prefix> 0" ... "<prefix> <n-1>" have all arrived, in any order, and
+// fails on a duplicate.
+func expectEachOnce(t *testing.T, p *party, prefix string, n int) {
+	t.Helper()
+	got := map[string]bool{}
+	timeout := time.NewTimer(90 * time.Second)
+	defer timeout.Stop()
+	for len(got) < n {
+		select {
+		case ev, ok := <-p.ev:
+			if !ok {
+				t.Fatalf("events closed after %d of %d messages", len(got), n)
+			}
+			m, isMsg := ev.(client.MessageEvent)
+			if !isMsg || !strings.HasPrefix(m.Message.Text, prefix+" ") {
+				continue
+			}
+			if got[m.Message.Text] {
+				t.Fatalf("%q twice", m.Message.Text)
+			}
+			got[m.Message.Text] = true
+		case <-timeout.C:
+			t.Fatalf("received %d of %d messages", len(got), n)
+		}
+	}
+	for i := range n {
+		if want := fmt.Sprintf("%s %05d", prefix, i); !got[want] {
+			t.Fatalf("%q missing", want)
+		}
+	}
+}
