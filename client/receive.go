@@ -39,7 +39,7 @@ func (c *Client) sync(ctx context.Context) error {
 // receive is handleDelivery without the emitting: it returns the events
 // for the caller to emit once the writes are durable. With a local error
 // it may return events too: those of the members of a batch (PROTOCOL.md
-// §7) stored and marked seen before the failure, which the redelivery of
+// §13.4) stored and marked seen before the failure, which the redelivery of
 // the batch skips as seen; the caller emits them all the same.
 func (c *Client) receive(ctx context.Context, relayID [16]byte, header, body []byte, ephemeral bool) ([]Event, error) {
 	var (
@@ -117,7 +117,7 @@ func (c *Client) receive(ctx context.Context, relayID [16]byte, header, body []b
 	msgs := []*content.Message{m}
 	if err == nil && m.Kind == content.KindBatch {
 		// Several messages sent together: each is handled as if it had
-		// come alone (PROTOCOL.md §7).
+		// come alone (PROTOCOL.md §13.4).
 		msgs, err = m.Members()
 	}
 	for i := 0; err == nil && i < len(msgs); i++ {
