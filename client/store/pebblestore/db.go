@@ -103,6 +103,16 @@ var (
 	ErrCorrupt = errors.New("pebblestore: corrupt store")
 )
 
+// DefaultCacheSize is the block cache of a store whose Options leave it
+// zero. Pebble's own default, 8 MiB, was too small for a device that
+// receives and sends steadily: every memtable flush and compaction makes
+// new sstables, and the lookups that find nothing (is this message ID
+// new? seen?) read their index and filter blocks from the files again:
+// a tenth of the CPU of a message between two clients over 20,000
+// messages (BENCHMARKS.md). 32 MiB holds them and the recent history; a
+// client on a small device can set less.
+const DefaultCacheSize = 32 << 20
+
 // Options configure a store. The zero value (or nil) is the default.
 type Options struct {
 	// FS is the file system holding the store; nil means the operating
@@ -112,9 +122,9 @@ type Options struct {
 	// no keys or values.
 	Logf func(format string, args ...any)
 	// CacheSize is the size in bytes of Pebble's block cache (sealed
-	// values, as on disk); 0 means Pebble's default, 8 MiB. A search scans
-	// the whole history, so a cache that holds it (about 230 bytes per
-	// short message) makes repeated searches skip the reads.
+	// values, as on disk); 0 means DefaultCacheSize. A search scans the
+	// whole history, so a cache that holds it (about 230 bytes per short
+	// message) makes repeated searches skip the reads.
 	CacheSize int64
 	// ScryptLogN is the scrypt work factor that wraps the store key at
 	// Create and ChangePassphrase; 0 means crypto.StoreKeyScryptLogN.
@@ -170,9 +180,12 @@ func (o *Options) rewrapFunc() func([]byte, string, string) ([]byte, error) {
 func (o *Options) pebbleOptions(fs vfs.FS) *pebble.Options {
 	po := &pebble.Options{FS: fs}
 	var logf func(string, ...any)
+	po.CacheSize = DefaultCacheSize
 	if o != nil {
 		logf = o.Logf
-		po.CacheSize = o.CacheSize
+		if o.CacheSize > 0 {
+			po.CacheSize = o.CacheSize
+		}
 	}
 	po.Logger = pebbleLogger{logf}
 	// Receiving a message looks up keys that are almost never there (its
