@@ -96,6 +96,10 @@ func (c *Client) apply(ctx context.Context, sender crypto.Address, contact *cont
 	case content.KindTyping:
 		return []Event{TypingEvent{Conversation: conv, From: author, Typing: m.Typing}}, nil
 	case content.KindResendRequest:
+		if !c.resendLimits.allow(sender, now) {
+			c.log.Warn("client: too many resend requests; dropping one", "sender", sender.String())
+			return nil, nil
+		}
 		if m.Group != ([16]byte{}) {
 			c.groupResend(ctx, sender, m.Group, m.Target)
 		} else {

@@ -176,6 +176,8 @@ type Client struct {
 
 	sendSyncs sendSyncs // concurrent Sends share their syncs (sendsync.go)
 
+	resendLimits resendLimits // per requesting device (resendlimit.go)
+
 	finalizing sync.Map      // outbox IDs being finalized (see finalize)
 	finalSem   chan struct{} // bounds the finalizing goroutines
 

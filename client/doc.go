@@ -63,8 +63,11 @@
 // A sent message is stored (status [StatusPending]) and placed in the
 // outbox before Send returns; the outbox retries with exponential backoff
 // and jitter until the relay accepts it ([StatusSent]); receipts move it to
-// [StatusDelivered] and [StatusRead]. On the relay's 409 (the recipient's
-// devices changed) the client refreshes the device list, warns, and retries.
+// [StatusDelivered] and [StatusRead]. Messages that wait in the outbox
+// together for the same contact share one envelope per device (a batch,
+// PROTOCOL.md §13.4), each keeping its ID and status. On the relay's 409
+// (the recipient's devices changed) the client refreshes the device list,
+// warns, and retries.
 // Received messages are processed in order: opened, decrypted, stored, and
 // only then acknowledged to the relay, so a crash loses nothing; a message
 // that does not decrypt makes the client ask its sender to resend it over a
