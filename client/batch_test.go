@@ -38,10 +38,7 @@ func queueWhileRefused(t *testing.T, tap *sendTap, alice *party, ab client.Conve
 // on for each of them.
 func TestBatchedSendsArriveInOrderOnce(t *testing.T) {
 	const n = 300
-	env := startEnv(t)
-	tap := newSendTap(t, env.RelayURL)
-	alice := diskPartyVia(t, env, tap.URL())
-	bob := diskPartyVia(t, env, env.RelayURL)
+	_, tap, alice, bob := tappedPair(t)
 	ab, ba := befriend(t, alice, bob)
 	queueWhileRefused(t, tap, alice, ab, "batched", n, 0)
 	expectInOrder(t, bob, "batched", 0, n, nil)
@@ -104,10 +101,7 @@ func TestResendAfterLostSession(t *testing.T) {
 
 func testResendAfterLostSession(t *testing.T, pad int) {
 	const n = 60
-	env := startEnv(t)
-	tap := newSendTap(t, env.RelayURL)
-	alice := diskPartyVia(t, env, tap.URL())
-	bob := diskPartyVia(t, env, env.RelayURL)
+	_, tap, alice, bob := tappedPair(t)
 	ab, ba := befriend(t, alice, bob)
 	ctx := context.Background()
 	if _, err := alice.c.Send(ctx, ab, client.Text("before")); err != nil {

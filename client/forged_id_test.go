@@ -10,23 +10,31 @@ import (
 	"github.com/sotto-im/sotto/crypto"
 )
 
-// TestReusedMessageIDDoesNotReplaceHistory: a peer knows the IDs of the
-// messages it received; one that sends a new message under such an ID
-// must not replace the original in the recipient's history (edits and
-// deletes check their author; a new message has no author to check
-// against).
-func TestReusedMessageIDDoesNotReplaceHistory(t *testing.T) {
+// sendOriginal starts alice and bob on memory stores, makes them contacts
+// and has alice send bob "the original", whose ID it returns.
+func sendOriginal(t *testing.T) (alice, bob *recvParty, ab ConversationID, id MessageID) {
+	t.Helper()
 	env := StartTestEnv(t)
-	alice, bob := startRecvParty(t, env, memstore.New(), true), startRecvParty(t, env, memstore.New(), true)
-	ab := recvBefriend(t, alice, bob)
-	ctx := context.Background()
-	id, err := alice.c.Send(ctx, ab, Text("the original"))
+	alice, bob = startRecvParty(t, env, memstore.New(), true), startRecvParty(t, env, memstore.New(), true)
+	ab = recvBefriend(t, alice, bob)
+	id, err := alice.c.Send(context.Background(), ab, Text("the original"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m := bob.nextMessage(); m.ID != id {
 		t.Fatalf("bob got %x, want %x", m.ID, id)
 	}
+	return alice, bob, ab, id
+}
+
+// TestReusedMessageIDDoesNotReplaceHistory: a peer knows the IDs of the
+// messages it received; one that sends a new message under such an ID
+// must not replace the original in the recipient's history (edits and
+// deletes check their author; a new message has no author to check
+// against).
+func TestReusedMessageIDDoesNotReplaceHistory(t *testing.T) {
+	alice, bob, ab, id := sendOriginal(t)
+	ctx := context.Background()
 	ba := directConversation(alice.c.Account())
 	forged := &content.Message{Kind: content.KindText, ID: id, Sent: time.Now().Truncate(time.Millisecond), Text: "forged"}
 	if err := bob.c.enqueueTo(ctx, ba, []crypto.AccountID{alice.c.Account()}, forged, false, false); err != nil {
@@ -59,17 +67,8 @@ func TestReusedMessageIDDoesNotReplaceHistory(t *testing.T) {
 // member that may not travel in one (a typing indicator, a group message)
 // is dropped whole; a member already received is not shown again.
 func TestHostileBatches(t *testing.T) {
-	env := StartTestEnv(t)
-	alice, bob := startRecvParty(t, env, memstore.New(), true), startRecvParty(t, env, memstore.New(), true)
-	ab := recvBefriend(t, alice, bob)
+	alice, bob, ab, id := sendOriginal(t)
 	ctx := context.Background()
-	id, err := alice.c.Send(ctx, ab, Text("the original"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m := bob.nextMessage(); m.ID != id {
-		t.Fatalf("bob got %x, want %x", m.ID, id)
-	}
 	ba := directConversation(alice.c.Account())
 	now := time.Now().Truncate(time.Millisecond)
 	text := func(id [16]byte, s string) *content.Message {

@@ -301,12 +301,11 @@ func (c *Client) commitSession(ctx context.Context, addr crypto.Address, sess *c
 // requests would miss).
 func (c *Client) requestResend(ctx context.Context, sender crypto.Address, relayID [16]byte) {
 	c.cryptoMu.Lock()
-	if sess, err := c.loadSession(ctx, sender); err == nil {
-		if sess.AwaitingReply() {
-			c.sessions.put(sender, sess) // unchanged: back in the cache
-		} else {
-			c.deleteSession(ctx, sender)
-		}
+	switch sess, err := c.loadSession(ctx, sender); {
+	case err == nil && sess.AwaitingReply():
+		c.sessions.put(sender, sess) // unchanged: back in the cache
+	case err == nil || !isNotFound(err):
+		c.deleteSession(ctx, sender) // an unreadable one goes too
 	}
 	c.cryptoMu.Unlock()
 	if sender.Account == c.id.account {

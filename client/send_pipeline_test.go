@@ -30,6 +30,15 @@ func diskPartyVia(t testing.TB, env *testenv.Env, relayURL string) *party {
 	return startParty(t, c)
 }
 
+// tappedPair starts alice and bob on disk stores, alice sending through a
+// sendTap in front of the test relay.
+func tappedPair(t *testing.T) (env *testenv.Env, tap *sendTap, alice, bob *party) {
+	t.Helper()
+	env = startEnv(t)
+	tap = newSendTap(t, env.RelayURL)
+	return env, tap, diskPartyVia(t, env, tap.URL()), diskPartyVia(t, env, env.RelayURL)
+}
+
 // burst sends n messages "<prefix> <i>" from p in a goroutine, as fast as
 // Send returns; the returned channel yields the first error, if any, and is
 // closed when all are sent.
@@ -113,10 +122,7 @@ func TestSendBurstArrivesInOrderOnce(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		n = 500
 	}
-	env := startEnv(t)
-	tap := newSendTap(t, env.RelayURL)
-	alice := diskPartyVia(t, env, tap.URL())
-	bob := diskPartyVia(t, env, env.RelayURL)
+	_, tap, alice, bob := tappedPair(t)
 	ab, ba := befriend(t, alice, bob)
 	start := time.Now()
 	errc := burstPadded(alice, ab, "burst", 0, n, 1200) // one frame each (TestBatchedSendsArriveInOrderOnce batches)
@@ -173,10 +179,7 @@ func TestSendRelayRestartMidPipeline(t *testing.T) {
 	if raceEnabled {
 		n = 100
 	}
-	env := startEnv(t)
-	tap := newSendTap(t, env.RelayURL)
-	alice := diskPartyVia(t, env, tap.URL())
-	bob := diskPartyVia(t, env, env.RelayURL)
+	env, tap, alice, bob := tappedPair(t)
 	ab, _ := befriend(t, alice, bob)
 	errc := burst(alice, ab, "restart", 0, n)
 	var once sync.Once
@@ -206,10 +209,7 @@ func TestSendRelayRestartMidPipeline(t *testing.T) {
 // devices, in order, once.
 func TestSendConflictMidPipeline(t *testing.T) {
 	const n, before = 200, 10
-	env := startEnv(t)
-	tap := newSendTap(t, env.RelayURL)
-	alice := diskPartyVia(t, env, tap.URL())
-	bob := diskPartyVia(t, env, env.RelayURL)
+	env, tap, alice, bob := tappedPair(t)
 	ab, _ := befriend(t, alice, bob)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -281,10 +281,7 @@ func TestSendConflictMidPipeline(t *testing.T) {
 // sealed sends that follow once the contact's receipt brings its key.
 func TestSendIdentifiedNeverOnAnonymousSocket(t *testing.T) {
 	const n = 150
-	env := startEnv(t)
-	tap := newSendTap(t, env.RelayURL)
-	alice := diskPartyVia(t, env, tap.URL())
-	bob := diskPartyVia(t, env, env.RelayURL)
+	_, tap, alice, bob := tappedPair(t)
 	ctx := context.Background()
 	inv := bob.c.Invite(false)
 	inv.AccessKey = [32]byte{}
