@@ -127,10 +127,9 @@ func testResendAfterLostSession(t *testing.T, pad int) {
 	if len(hist) != n+2 { // and "before", "wake up"
 		t.Fatalf("bob's history holds %d messages, want %d", len(hist), n+2)
 	}
-	_, frames, _, _ := tap.check()
-	if batched := frames < n; batched != (pad == 0) {
-		t.Fatalf("%d relay sends for %d messages with %d bytes of filler", frames, n, pad)
-	}
+	// (Whether the first attempt was batched is TestBatchedSendsArriveInOrderOnce's
+	// to check: here the resends, each alone, blur the count of relay sends.)
+	tap.check()
 }
 
 // expectEachOnce reads p's messages whose text starts with prefix until

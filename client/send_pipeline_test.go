@@ -152,24 +152,36 @@ func TestSendBurstArrivesInOrderOnce(t *testing.T) {
 	t.Logf("%d sockets, %d frames, up to %d in flight, results %v", sockets, frames, depth, tap.statuses)
 }
 
+// The send socket cut after a number of frames, with messages each in a
+// frame of its own ("alone": too long to share an envelope) and with
+// messages batched: every message arrives, in order, once.
 func TestSendSocketCutMidPipeline(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		pad, cutAt int
+	}{{"alone", 1200, 100}, {"batched", 0, 3}} {
+		t.Run(tc.name, func(t *testing.T) { testSendSocketCut(t, tc.pad, tc.cutAt) })
+	}
+}
+
+func testSendSocketCut(t *testing.T, pad, cutAt int) {
 	n := 400
 	if testing.Short() || raceEnabled {
 		n = 200
 	}
 	env := startEnv(t)
 	tap := newSendTap(t, env.RelayURL)
-	tap.cutAt = 100
+	tap.cutAt = cutAt
 	alice := diskPartyVia(t, env, tap.URL())
 	bob := diskPartyVia(t, env, env.RelayURL)
 	ab, _ := befriend(t, alice, bob)
-	errc := burst(alice, ab, "cut", 0, n)
+	errc := burstPadded(alice, ab, "cut", 0, n, pad)
 	expectInOrder(t, bob, "cut", 0, n, nil)
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
 	expectNoMore(t, bob, "cut")
-	if sockets, frames, _, _ := tap.check(); sockets < 2 || frames < 100 {
+	if sockets, frames, _, _ := tap.check(); sockets < 2 || frames < cutAt {
 		t.Fatalf("the socket was not cut and reopened: %d sockets, %d frames", sockets, frames)
 	}
 }
