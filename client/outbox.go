@@ -448,10 +448,12 @@ func (c *Client) batchRun(entries []outboxEntry) []outboxEntry {
 }
 
 // batchID is the relay ID of a batch: the first 16 bytes of SHA-256 over
-// a label and its members' IDs, in order.
+// a label and its members' IDs, in order (PROTOCOL.md §13.4). The label
+// lives here rather than in crypto/labels.go: it is a client rule, not
+// a cryptographic one.
 func batchID(run []outboxEntry) [16]byte {
 	h := sha256.New()
-	h.Write([]byte("sotto batch relay ID"))
+	h.Write([]byte("sotto/v1 batch relay ID")) // PROTOCOL.md §1.4
 	for i := range run {
 		h.Write(run[i].rec.ID[:])
 	}
