@@ -94,10 +94,28 @@ func (d *DB) DeleteOutbox(ctx context.Context, id [16]byte) error {
 	return nil
 }
 
+// outboxHead returns the smallest sequence number in the outbox, or one
+// past the last one given out if it is empty. Listing starts there rather
+// than at the first outbox key: the outbox is a queue, and the entries
+// sent and deleted before its head leave tombstones that every listing
+// would step over until a compaction drops them (5 % of the CPU of a
+// message in BenchmarkClientToClientPipelined went to that). An
+// entry whose put has not returned yet may be missed, as it could be
+// before: its commit may not be visible either.
+func (d *DB) outboxHead() uint64 {
+	d.outbox.Lock()
+	defer d.outbox.Unlock()
+	head := d.outboxSeq.Load() + 1
+	for _, seq := range d.outbox.seq {
+		head = min(head, seq)
+	}
+	return head
+}
+
 // ListOutbox implements [store.OutboxStore].
 func (d *DB) ListOutbox(ctx context.Context, fn func(id [16]byte, rec []byte) error) error {
-	lower := []byte{tOutbox}
-	return d.iterate(ctx, "list outbox", lower, prefixEnd(lower), func(_, v []byte) error {
+	lower := outboxKey(d.outboxHead())
+	return d.iterate(ctx, "list outbox", lower, prefixEnd([]byte{tOutbox}), func(_, v []byte) error {
 		if len(v) < idSize {
 			return fmt.Errorf("pebblestore: outbox entry: %w", ErrCorrupt)
 		}

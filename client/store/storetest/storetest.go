@@ -740,6 +740,29 @@ func testOutbox(t *testing.T, s store.Store) {
 	if err != stop || calls != 1 {
 		t.Fatalf("ListOutbox with failing callback = %v after %d calls, want stop after 1", err, calls)
 	}
+
+	// Used as a queue: drained from its head while new entries come in,
+	// then emptied and filled again. (A store may start its listings at
+	// the head it remembers; this is what that must not get wrong.)
+	for _, n := range wantOrder[:4] { // 40, 3, 77, 5
+		must(t, "DeleteOutbox", s.DeleteOutbox(ctx, msgID(n)))
+	}
+	must(t, "PutOutbox", s.PutOutbox(ctx, msgID(90), []byte("out 90")))
+	must(t, "PutOutbox (replace at the head)", s.PutOutbox(ctx, msgID(60), []byte("retry 60")))
+	if _, recs := listOutbox(t, s); fmt.Sprint(recs) != fmt.Sprint([]string{"retry 60", "out 1", "out 12 again", "out 90"}) {
+		t.Fatalf("ListOutbox after draining the head = %q", recs)
+	}
+	for _, n := range []int{60, 1, 12, 90} {
+		must(t, "DeleteOutbox", s.DeleteOutbox(ctx, msgID(n)))
+	}
+	if ids, _ := listOutbox(t, s); len(ids) != 0 {
+		t.Fatalf("ListOutbox on an emptied outbox = %x", ids)
+	}
+	must(t, "PutOutbox", s.PutOutbox(ctx, msgID(91), []byte("out 91")))
+	must(t, "PutOutbox", s.PutOutbox(ctx, msgID(92), []byte("out 92")))
+	if _, recs := listOutbox(t, s); fmt.Sprint(recs) != fmt.Sprint([]string{"out 91", "out 92"}) {
+		t.Fatalf("ListOutbox after emptying and refilling = %q", recs)
+	}
 }
 
 func testSeen(t *testing.T, s store.Store) {
