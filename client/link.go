@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -324,8 +325,22 @@ func (c *Client) linkDevice(ctx context.Context, code string, budget int) (crypt
 	return next, nil
 }
 
-// linkPoll is how often a new device asks for its provisioning message.
-const linkPoll = 100 * time.Millisecond
+// linkPoll is how often a new device asks for its provisioning message
+// while a person scans its code, which takes seconds to minutes. The key
+// server allows 5 unauthenticated requests a second per client address
+// after a burst of 20 (keyserver.Limits); polling every 100 ms, as this
+// did, used that up after 4 s and the link failed with 429 (or the login
+// after it did). Twice a second leaves room for the device's own login
+// and for other devices behind the same address.
+const linkPoll = 500 * time.Millisecond
+
+// retryAfter reads a Retry-After header in seconds, or returns def.
+func retryAfter(h http.Header, def time.Duration) time.Duration {
+	if secs, err := strconv.Atoi(h.Get("Retry-After")); err == nil && secs > 0 && secs <= 60 {
+		return time.Duration(secs) * time.Second
+	}
+	return def
+}
 
 // Link creates this device as a new device of an existing account. It
 // shows code (call show with it: display the text or a QR code of it), waits
@@ -361,10 +376,17 @@ func Link(ctx context.Context, opts Options, show func(LinkCode)) (*Client, erro
 		if err != nil {
 			return nil, wrap("provisioning", err)
 		}
-		if resp.StatusCode == http.StatusOK {
+		wait := linkPoll
+		switch resp.StatusCode {
+		case http.StatusOK:
 			err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&msg)
 			ct = msg.Message
-		} else if resp.StatusCode != http.StatusNoContent {
+		case http.StatusNoContent:
+		case http.StatusTooManyRequests:
+			// Other devices behind the same address share the key
+			// server's limit: wait as it says, and ask again.
+			wait = max(wait, retryAfter(resp.Header, linkPoll))
+		default:
 			err = &APIError{Status: resp.StatusCode, Code: "provisioning"}
 		}
 		resp.Body.Close()
@@ -375,7 +397,7 @@ func Link(ctx context.Context, opts Options, show func(LinkCode)) (*Client, erro
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
-			case <-time.After(linkPoll):
+			case <-time.After(wait):
 			}
 		}
 	}

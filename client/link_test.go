@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"github.com/sotto-im/sotto/client"
+	"github.com/sotto-im/sotto/client/internal/testenv"
 	"github.com/sotto-im/sotto/client/store/memstore"
+	"github.com/sotto-im/sotto/keyserver"
 )
 
 func TestLinkedDeviceSeesEveryMessage(t *testing.T) {
@@ -94,4 +96,50 @@ func TestLinkedDeviceSeesEveryMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice.waitMessage("after removal")
+}
+
+// TestLinkWaitsForASlowScan: a new device waits for its link code to be
+// scanned for longer than the key server's burst of unauthenticated
+// requests lasts under its production limits (20, then 5 a second per
+// client address: at the 10 polls a second the client used to make, 4 s),
+// then links and logs in. It failed with 429 before (RELIABILITY.md,
+// Found 10).
+func TestLinkWaitsForASlowScan(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits 6 s for a person to scan")
+	}
+	env, err := testenv.NewWithLimits(keyserver.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(env.Close)
+	alice := newParty(t, env)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	codes := make(chan string, 1)
+	linked := make(chan *client.Client, 1)
+	errc := make(chan error, 1)
+	go func() {
+		c, err := client.Link(ctx, options(env, memstore.New()), func(code client.LinkCode) { codes <- code.String() })
+		if err != nil {
+			errc <- err
+			return
+		}
+		linked <- c
+	}()
+	code := <-codes
+	select {
+	case <-time.After(6 * time.Second): // the person finds the other device
+	case err := <-errc:
+		t.Fatalf("the new device gave up waiting: %v", err)
+	}
+	if _, err := alice.c.LinkDevice(ctx, code); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-linked:
+		c.Close()
+	case err := <-errc:
+		t.Fatalf("link: %v", err)
+	}
 }

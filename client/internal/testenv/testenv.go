@@ -57,8 +57,16 @@ func (e *Env) serveRelay(w http.ResponseWriter, r *http.Request) { (*e.relayH.Lo
 func (e *Env) setRelayHandler(h http.Handler) { e.relayH.Store(&h) }
 
 // New starts the servers, with the relay's Pebble data in a new temporary
-// directory (removed by Close).
+// directory (removed by Close). The key server's rate limits are lifted:
+// tests run many clients from one address.
 func New() (*Env, error) {
+	generous := keyserver.Rate{Limit: 1e6, Burst: 1e6}
+	return NewWithLimits(keyserver.Limits{IP: generous, Account: generous, Unauthenticated: generous, HandleLookup: generous})
+}
+
+// NewWithLimits is New with the key server's rate limits set to limits
+// (zero fields: the production defaults).
+func NewWithLimits(limits keyserver.Limits) (*Env, error) {
 	dir, err := os.MkdirTemp("", "sotto-testenv-")
 	if err != nil {
 		return nil, err
@@ -75,9 +83,8 @@ func New() (*Env, error) {
 	if e.ksDB, err = ksstore.Open(dir+"/keyserver", ksstore.Options{CacheSize: 8 << 20}); err != nil {
 		return nil, err
 	}
-	generous := keyserver.Rate{Limit: 1e6, Burst: 1e6}
 	e.ks, err = keyserver.New(keyserver.Config{Issuer: issuer, Audience: audience, TokenKey: tokKey, CertificateSigner: signer,
-		Limits: keyserver.Limits{IP: generous, Account: generous, Unauthenticated: generous, HandleLookup: generous}}, e.ksDB, nil, nil)
+		Limits: limits}, e.ksDB, nil, nil)
 	if err != nil {
 		e.ksDB.Close()
 		return nil, err
