@@ -11,6 +11,27 @@ import (
 	"github.com/sotto-im/sotto/keyserver"
 )
 
+// startLink runs client.Link for a new device on a memory store in a
+// goroutine: the device's code comes on codes (checked to parse), then
+// the linked client on linked or Link's error on errc.
+func startLink(ctx context.Context, t *testing.T, env *testenv.Env) (codes <-chan string, linked <-chan *client.Client, errc <-chan error) {
+	cc, lc, ec := make(chan string, 1), make(chan *client.Client, 1), make(chan error, 1)
+	go func() {
+		c, err := client.Link(ctx, options(env, memstore.New()), func(code client.LinkCode) {
+			if _, err := client.ParseLinkCode(code.String()); err != nil {
+				t.Error(err)
+			}
+			cc <- code.String()
+		})
+		if err != nil {
+			ec <- err
+			return
+		}
+		lc <- c
+	}()
+	return cc, lc, ec
+}
+
 func TestLinkedDeviceSeesEveryMessage(t *testing.T) {
 	env := startEnv(t)
 	alice, bob := newParty(t, env), newParty(t, env)
@@ -18,22 +39,7 @@ func TestLinkedDeviceSeesEveryMessage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	codes := make(chan string, 1)
-	linked := make(chan *client.Client, 1)
-	errc := make(chan error, 1)
-	go func() {
-		c, err := client.Link(ctx, options(env, memstore.New()), func(code client.LinkCode) {
-			if _, err := client.ParseLinkCode(code.String()); err != nil {
-				t.Error(err)
-			}
-			codes <- code.String()
-		})
-		if err != nil {
-			errc <- err
-			return
-		}
-		linked <- c
-	}()
+	codes, linked, errc := startLink(ctx, t, env)
 	dev, err := alice.c.LinkDevice(ctx, <-codes)
 	if err != nil {
 		t.Fatal(err)
@@ -116,17 +122,7 @@ func TestLinkWaitsForASlowScan(t *testing.T) {
 	alice := newParty(t, env)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	codes := make(chan string, 1)
-	linked := make(chan *client.Client, 1)
-	errc := make(chan error, 1)
-	go func() {
-		c, err := client.Link(ctx, options(env, memstore.New()), func(code client.LinkCode) { codes <- code.String() })
-		if err != nil {
-			errc <- err
-			return
-		}
-		linked <- c
-	}()
+	codes, linked, errc := startLink(ctx, t, env)
 	code := <-codes
 	select {
 	case <-time.After(6 * time.Second): // the person finds the other device

@@ -10,7 +10,6 @@ import (
 
 	"github.com/sotto-im/sotto/client"
 	"github.com/sotto-im/sotto/client/internal/testenv"
-	"github.com/sotto-im/sotto/client/store/memstore"
 	"github.com/sotto-im/sotto/client/store/pebblestore"
 )
 
@@ -250,17 +249,7 @@ func TestSendConflictMidPipeline(t *testing.T) {
 	expectInOrder(t, bob, "conflict", 0, before, nil)
 
 	// Bob links a second device while the rest of the pipeline waits.
-	codes := make(chan string, 1)
-	linked := make(chan *client.Client, 1)
-	errc := make(chan error, 1)
-	go func() {
-		c, err := client.Link(ctx, options(env, memstore.New()), func(code client.LinkCode) { codes <- code.String() })
-		if err != nil {
-			errc <- err
-			return
-		}
-		linked <- c
-	}()
+	codes, linked, errc := startLink(ctx, t, env)
 	var code string
 	select {
 	case code = <-codes:
