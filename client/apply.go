@@ -258,9 +258,23 @@ func (c *Client) resend(ctx context.Context, from crypto.Address, conv Conversat
 const resendScan = 1000
 
 // resendBatch answers a resend request for a batch envelope: each
-// outgoing message recorded as carried by it (storedMessage.Envelope) is
-// sent again, alone, oldest first.
+// outgoing message it carried is sent again, alone, oldest first. The
+// envelopes built lately are indexed in memory (c.envelopes); older ones
+// are found by the envelope recorded in their messages' history records
+// (storedMessage.Envelope). Either way only messages of the requester's
+// own conversation can be named.
 func (c *Client) resendBatch(ctx context.Context, from crypto.Address, conv ConversationID, envelope [16]byte) {
+	if ids, ok := c.envelopes.lookup(envelope, conv); ok {
+		// Built lately: the history may not record the envelope yet.
+		var items []resendItem
+		for _, id := range ids {
+			if sm, err := c.getMessage(ctx, conv, id); err == nil && sm.Outgoing && !sm.Deleted {
+				items = append(items, resendItem{id, sm})
+			}
+		}
+		c.resendMessages(from, conv, items)
+		return
+	}
 	recs, err := c.st.ListMessages(ctx, conv, time.Time{}, time.Time{}, resendScan)
 	if err != nil {
 		c.log.Debug("client: resend request not answered", "err", err)

@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sotto-im/sotto/client"
+	"github.com/sotto-im/sotto/client/store"
+	"github.com/sotto-im/sotto/client/store/memstore"
 	"github.com/sotto-im/sotto/crypto"
 )
 
@@ -164,4 +168,59 @@ func expectEachOnce(t *testing.T, p *party, prefix string, n int) {
 			t.Fatalf("%q missing", want)
 		}
 	}
+}
+
+// slowSentStore delays, once armed, the second write of a message first
+// written after arming (the write that marks it sent, in finalizeBatch):
+// the window in which the recipient may already ask for the envelope
+// again while the history does not yet record which envelope carried it.
+type slowSentStore struct {
+	store.Store
+	armed atomic.Bool
+	mu    sync.Mutex
+	puts  map[[16]byte]int
+	once  sync.Once
+}
+
+func (s *slowSentStore) PutMessage(ctx context.Context, m store.MessageRecord) error {
+	if s.armed.Load() {
+		s.mu.Lock()
+		s.puts[m.ID]++
+		second := s.puts[m.ID] == 2
+		s.mu.Unlock()
+		if second {
+			s.once.Do(func() { time.Sleep(1500 * time.Millisecond) })
+		}
+	}
+	return s.Store.PutMessage(ctx, m)
+}
+
+// A resend request for a batch envelope that arrives before the sender has
+// recorded the envelope in its history (finalizeBatch runs after the
+// relay's answer, and the recipient may be faster) is still answered: the
+// sender remembers the envelopes it built lately. CI lost the second batch
+// of TestResendAfterLostSession this way once.
+func TestBatchResendBeforeFinalize(t *testing.T) {
+	const n = 60
+	env := startEnv(t)
+	tap := newSendTap(t, env.RelayURL)
+	slow := &slowSentStore{Store: memstore.New(), puts: map[[16]byte]int{}}
+	opts := options(env, slow)
+	opts.RelayURL = tap.URL()
+	c, err := client.Create(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := startParty(t, c)
+	bob := newParty(t, env)
+	ab, _ := befriend(t, alice, bob)
+	if _, err := alice.c.Send(context.Background(), ab, client.Text("before")); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitMessage("before")
+	bob.c.DropSessionForTest(crypto.Address{Account: alice.c.Account(), Device: alice.c.Address().Device})
+	slow.armed.Store(true)
+	queueWhileRefused(t, tap, alice, ab, "early", n, 0)
+	expectEachOnce(t, bob, "early", n)
+	expectNoMore(t, bob, "early")
 }

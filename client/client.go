@@ -176,7 +176,8 @@ type Client struct {
 
 	sendSyncs sendSyncs // concurrent Sends share their syncs (sendsync.go)
 
-	resendLimits resendLimits // per requesting device (resendlimit.go)
+	resendLimits resendLimits  // per requesting device (resendlimit.go)
+	envelopes    envelopeIndex // messages of the batch envelopes built lately (outbox.go)
 
 	finalizing sync.Map      // outbox IDs being finalized (see finalize)
 	finalSem   chan struct{} // bounds the finalizing goroutines

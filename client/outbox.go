@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/sotto-im/sotto/client/internal/content"
 	"github.com/sotto-im/sotto/client/store"
 	"github.com/sotto-im/sotto/crypto"
+	"github.com/sotto-im/sotto/internal/boundedmap"
 	"github.com/sotto-im/sotto/relay/wire"
 )
 
@@ -369,7 +371,9 @@ func (c *Client) buildRun(ctx context.Context, run []outboxEntry, cert *crypto.S
 	if len(run) == 1 {
 		send, err = c.buildSend(ctx, &run[0].rec, run[0].m, cert, false)
 	} else {
-		send, err = c.buildBatchSend(ctx, run, cert)
+		if send, err = c.buildBatchSend(ctx, run, cert); err == nil {
+			c.envelopes.record(run)
+		}
 	}
 	if err != nil {
 		return nil, nil, err
@@ -445,6 +449,50 @@ func (c *Client) batchRun(entries []outboxEntry) []outboxEntry {
 		run[i].envelope = id
 	}
 	return run
+}
+
+// envelopeIndex remembers which messages the batch envelopes built lately
+// carry, for resend requests (apply.go, resendBatch). The history records
+// them too (storedMessage.Envelope), but only once the relay has accepted
+// the envelope and finalizeBatch has run, which can be after the
+// recipient has received the envelope, failed to decrypt it, and asked.
+type envelopeIndex struct {
+	once sync.Once
+	m    *boundedmap.Map[[16]byte, sentEnvelope]
+}
+
+// sentEnvelope is what a batch envelope carried: messages of one
+// conversation, in order.
+type sentEnvelope struct {
+	conv ConversationID
+	ids  [][16]byte
+}
+
+// maxIndexedEnvelopes bounds the envelopeIndex (64 message IDs each at
+// most).
+const maxIndexedEnvelopes = 1024
+
+func (x *envelopeIndex) index() *boundedmap.Map[[16]byte, sentEnvelope] {
+	x.once.Do(func() { x.m = boundedmap.New[[16]byte, sentEnvelope](maxIndexedEnvelopes) })
+	return x.m
+}
+
+// record notes the messages of a batch run (its entries' envelope set).
+func (x *envelopeIndex) record(run []outboxEntry) {
+	e := sentEnvelope{conv: run[0].rec.Conv, ids: make([][16]byte, len(run))}
+	for i := range run {
+		e.ids[i] = run[i].rec.ID
+	}
+	x.index().Put(run[0].envelope, e)
+}
+
+// lookup returns the messages of envelope if it carried messages of conv.
+func (x *envelopeIndex) lookup(envelope [16]byte, conv ConversationID) ([][16]byte, bool) {
+	e, ok := x.index().Get(envelope)
+	if !ok || e.conv != conv {
+		return nil, false
+	}
+	return e.ids, true
 }
 
 // batchID is the relay ID of a batch: the first 16 bytes of SHA-256 over
