@@ -245,7 +245,7 @@ func (c *Client) resend(ctx context.Context, from crypto.Address, conv Conversat
 		c.resendBatch(ctx, from, conv, id)
 		return
 	}
-	if err != nil || !sm.Outgoing || sm.Deleted {
+	if err != nil || !sm.resendable() {
 		return
 	}
 	c.resendMessages(from, conv, []resendItem{{id, sm}})
@@ -268,7 +268,7 @@ func (c *Client) resendBatch(ctx context.Context, from crypto.Address, conv Conv
 		// Built lately: the history may not record the envelope yet.
 		var items []resendItem
 		for _, id := range ids {
-			if sm, err := c.getMessage(ctx, conv, id); err == nil && sm.Outgoing && !sm.Deleted {
+			if sm, err := c.getMessage(ctx, conv, id); err == nil && sm.resendable() {
 				items = append(items, resendItem{id, sm})
 			}
 		}
@@ -283,12 +283,16 @@ func (c *Client) resendBatch(ctx context.Context, from crypto.Address, conv Conv
 	var items []resendItem
 	for i := len(recs) - 1; i >= 0; i-- { // newest first: walk backwards
 		sm, err := decodeStored(recs[i].Data)
-		if err == nil && sm.Outgoing && !sm.Deleted && sm.Envelope == envelope {
+		if err == nil && sm.resendable() && sm.Envelope == envelope {
 			items = append(items, resendItem{recs[i].ID, sm})
 		}
 	}
 	c.resendMessages(from, conv, items)
 }
+
+// resendable reports whether a stored message may be sent again on
+// request: one this account sent and has not deleted for everyone.
+func (m *storedMessage) resendable() bool { return m.Outgoing && !m.Deleted }
 
 // resendItem is a stored outgoing message to send again.
 type resendItem struct {

@@ -341,7 +341,7 @@ func (c *Client) buildBatch(ctx context.Context, batch []outboxEntry) (*builtBat
 	dctx := deferWrites(ctx)
 	built := 0
 	for built < n {
-		run := c.batchRun(batch[built:n])
+		run := batchRun(batch[built:n])
 		send, trs, err := c.buildRun(dctx, run, cert)
 		if err != nil {
 			b.buildErr = err
@@ -412,7 +412,7 @@ func (e *outboxEntry) batchable() bool {
 // envelope: the first alone, or the longest run of batchable entries for
 // the same account whose batch fits an envelope; it sets each member's
 // encoding and the batch's relay ID on the run's entries.
-func (c *Client) batchRun(entries []outboxEntry) []outboxEntry {
+func batchRun(entries []outboxEntry) []outboxEntry {
 	first := &entries[0]
 	if !first.batchable() {
 		return entries[:1]
